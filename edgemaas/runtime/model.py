@@ -1,0 +1,98 @@
+"""A served model: manifest + verified model file + backend, with validation, quantization and processing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .errors import ModelLoadError, RequestError
+from .manifest import Manifest, TensorSpec, read_manifest, read_verified_model
+from .processing import InputProcessor, OutputProcessor
+
+
+class ServingModel:
+    def __init__(self, manifest: Manifest, backend: Backend) -> None:
+        self.manifest = manifest
+        self.backend = backend
+        if len(manifest.preprocessing) != len(backend.inputs):
+            raise ModelLoadError(f"manifest describes {len(manifest.preprocessing)} inputs; the model has "
+                                 f"{len(backend.inputs)}")
+        self._inputs = [InputProcessor(step, manifest.limits) for step in manifest.preprocessing]
+        self._output = OutputProcessor(manifest.postprocessing)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def describe(self) -> dict[str, Any]:
+        """What a caller needs to form a request (served on GET by the handler)."""
+        return {
+            "model": self.manifest.name, "variant": self.manifest.variant, "task": self.manifest.task,
+            "inputs": [p.describe() for p in self._inputs], "max_batch": self._inputs[0].max_batch,
+            "sha256": self.manifest.model.sha256, "backend": self.backend.name,
+        }
+
+    def prepare(self, inputs: Any) -> list[np.ndarray]:
+        """Validate a request's `inputs` and turn it into preprocessed float/token arrays, one per model input.
+
+        A single-input model takes a list (the batch); a model with several inputs takes an object keyed by input name.
+        """
+        if len(self._inputs) == 1:
+            return [self._inputs[0](inputs, "inputs")]
+        if not isinstance(inputs, dict):
+            names = ", ".join(p.field for p in self._inputs)
+            raise RequestError("inputs", f"this model has several inputs; send an object with keys {names}")
+        unknown = set(inputs) - {p.field for p in self._inputs}
+        if unknown:
+            raise RequestError("inputs", f"unknown input(s) {', '.join(sorted(unknown))}")
+        arrays = []
+        for processor in self._inputs:
+            if processor.field not in inputs:
+                raise RequestError(f"inputs.{processor.field}", "missing")
+            arrays.append(processor(inputs[processor.field], f"inputs.{processor.field}"))
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise RequestError("inputs", "every input must carry the same number of samples")
+        return arrays
+
+    def transform(self, batches: list[Any]) -> list[np.ndarray]:
+        """Preprocess trusted batches (arrays from a dataset) without request validation, for evaluation."""
+        return [processor.transform(batch) for processor, batch in zip(self._inputs, batches)]
+
+    def infer(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run preprocessed arrays through the backend, quantizing inputs and dequantizing outputs as needed."""
+        feeds = [_to_tensor(array, spec) for array, spec in zip(arrays, self.backend.inputs)]
+        outputs = self.backend.run(feeds)
+        return [_from_tensor(out, spec) for out, spec in zip(outputs, self.backend.outputs)]
+
+    def output_values(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Model outputs in the caller's units (probabilities or regression values), for evaluation."""
+        return self._output.values(self.infer(arrays)[0])
+
+    def predict(self, inputs: Any) -> list[dict[str, Any]]:
+        return self._output(self.infer(self.prepare(inputs))[0])
+
+
+def _to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.quantized and array.dtype.kind == "f":
+        info = np.iinfo(spec.dtype)
+        q = np.round(array / spec.scale + spec.zero_point)
+        return np.clip(q, info.min, info.max).astype(spec.dtype)
+    return array.astype(spec.dtype, copy=False)
+
+
+def _from_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.quantized:
+        return (array.astype(np.float32) - spec.zero_point) * spec.scale
+    return array.astype(np.float32, copy=False)
+
+
+def load_model(directory: str | os.PathLike[str], num_threads: int | None = None) -> ServingModel:
+    """Load manifest.json and its model from `directory`, verifying the sha256 before anything runs."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    content = read_verified_model(directory, manifest)
+    return ServingModel(manifest, open_backend(manifest.model.format, content, num_threads))
