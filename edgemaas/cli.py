@@ -1,0 +1,291 @@
+"""The `edgemaas` command line. Thin: parse options, call the library, print with rich.
+
+User mistakes (UserError, bad options) print `Error: ...` and exit 1 (usage errors 2), with no traceback unless
+--debug is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import UserError
+from .workspace import Workspace
+
+# Wide enough for the build table when output goes to a file or CI log (rich assumes 80 columns there).
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into click's `Error: ...` at the command boundary."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _workspace() -> Workspace:
+    return Workspace(Path("."))
+
+
+def _status(message: str) -> Callable[[str], None]:
+    return lambda step: console.print(f"[dim]{message}: {step}[/dim]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="edgemaas")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """edgemaas: train, compress, package and serve ML models where TensorFlow never goes.
+
+    \b
+    Example, everything for the four built-in models:
+      edgemaas build
+    """
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Retrain and reconvert even when nothing changed.")
+@_handle_errors
+def train(specs: tuple[str, ...], force: bool) -> None:
+    """Train the models of SPECS (default: every models/*.yaml) and report held-out metrics.
+
+    \b
+    Example:
+      edgemaas train models/cnn.yaml
+    """
+    from .evaluation import format_metric
+    from .pipeline import ensure_trained
+
+    for spec in _specs(specs):
+        manifest = ensure_trained(spec, _workspace(), force, _status(spec.name))
+        console.print(f"[green]{spec.name}[/green]: {format_metric(manifest.task, manifest.metrics['held_out'])} "
+                      f"on {manifest.metrics['held_out']['samples']} held-out samples")
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Reconvert even when nothing changed.")
+@_handle_errors
+def convert(specs: tuple[str, ...], force: bool) -> None:
+    """Convert trained models to TFLite variants (training first if needed), evaluate each, run the gate.
+
+    \b
+    Example:
+      edgemaas convert models/rnn.yaml
+    """
+    from .pipeline import ensure_converted, ensure_trained, select
+
+    ws = _workspace()
+    for spec in _specs(specs):
+        float_manifest = ensure_trained(spec, ws, False, _status(spec.name))
+        results = ensure_converted(spec, ws, float_manifest, force, _status(spec.name))
+        selection = select(spec, ws, float_manifest, results)
+        _print_selection(spec.name, selection)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--target", "platform", type=click.Choice(["lambda"]), default="lambda", show_default=True,
+              help="What to package for.")
+@click.option("--variant", help="Package this variant instead of the gate's choice (e.g. tflite-float32).")
+@click.option("--python-version", help="Target Python, 3.10 to 3.13 (default: this Python, or the spec's).")
+@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="Target architecture (default x86_64).")
+@click.option("--name", help="Name for a model file you bring (default: from the file name).")
+@click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
+@_handle_errors
+def package(target: str, platform: str, variant: str | None, python_version: str | None, arch: str | None,
+            name: str | None, labels: str | None) -> None:
+    """Package TARGET (a spec, a built-in model name, or a model file) as an AWS Lambda function zip.
+
+    \b
+    Examples:
+      edgemaas package models/cnn.yaml
+      edgemaas package cnn --variant tflite-float32 --python-version 3.12 --arch arm64
+      edgemaas package my_model.tflite --labels cat,dog
+    """
+    from .pipeline import package_target
+
+    if python_version and python_version not in ("3.10", "3.11", "3.12", "3.13"):
+        raise click.BadParameter("Lambda runs Python 3.10 to 3.13", param_hint="--python-version")
+    result = package_target(target, _workspace(), variant, python_version, arch, name,
+                            labels.split(",") if labels else None, _status("package"))
+    console.print(f"[green]wrote[/green] {result.zip_path} ({result.variant}, Python {result.python_version} "
+                  f"{result.arch}): {_mb(result.zipped_bytes)} zipped, {_mb(result.unzipped_bytes)} unzipped "
+                  f"(Lambda limits: 50 MB zipped direct upload, 250 MB unzipped)")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--local", is_flag=True, help="Run the package here through the real Lambda runtime client.")
+@click.option("--data", help='The event as JSON, e.g. \'{"inputs": [[1, 2, 3]]}\'.')
+@click.option("--data-file", type=click.Path(exists=True, dir_okay=False), help="A file holding the event JSON.")
+@click.option("--memory", "memory_mb", type=click.IntRange(128, 10240), default=512, show_default=True,
+              help="Memory size in MB; the function is stopped if it uses more.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 900), default=30, show_default=True,
+              help="Seconds before the invoke is stopped, as Lambda does.")
+@_handle_errors
+def invoke(target: str, local: bool, data: str | None, data_file: str | None, memory_mb: int,
+           timeout_s: float) -> None:
+    """Invoke a packaged function. TARGET is a function zip, its dist folder, or a model name.
+
+    \b
+    Example:
+      edgemaas invoke cnn --local --data '{"inputs": [[[0, 0, 5, 13, 9, 1, 0, 0], ...]]}'
+      edgemaas invoke dist/nlp/lambda/function.zip --local --data '{"inputs": ["turn on the lights"]}'
+    """
+    from .lambda_local import invoke_local
+
+    if not local:
+        raise UserError("remote invoke needs a deployed function, which this version cannot make yet; "
+                        "add --local to run the package here through the Lambda runtime client")
+    event = _event(data, data_file)
+    result = invoke_local(_package_path(target), [event], memory_mb=memory_mb, timeout_s=timeout_s)[0]
+    if result.logs.strip():
+        console.print(result.logs.rstrip(), markup=False, highlight=False, style="dim")
+    out.print_json(json.dumps(result.payload) if not isinstance(result.payload, str) else json.dumps(result.payload))
+    console.print(result.report_line(), markup=False, highlight=False)
+    if result.function_error:
+        raise click.ClickException(f"function error ({result.function_error}): {result.error_message}")
+    if isinstance(result.payload, dict) and "error" in result.payload:
+        raise click.ClickException(f"the function rejected the request: {result.payload['error'].get('message')}")
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Retrain and reconvert even when nothing changed.")
+@_handle_errors
+def build(specs: tuple[str, ...], force: bool) -> None:
+    """Train, convert, gate, package for Lambda and smoke-invoke locally: SPECS, or every models/*.yaml.
+
+    \b
+    Example:
+      edgemaas build
+      edgemaas build models/cnn.yaml models/nlp.yaml
+    """
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .pipeline import build_one
+
+    loaded = _specs(specs)
+    rows = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total} models"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        overall = progress.add_task("building", total=len(loaded))
+        for spec in loaded:
+            def report(step: str, name: str = spec.name) -> None:
+                progress.update(overall, description=f"[bold]{name}[/bold]: {step}")
+
+            rows.append(build_one(spec, _workspace(), force, report))
+            progress.advance(overall)
+    out.print(_build_table(rows))
+    warnings: dict[str, list[str]] = {}
+    for row in rows:
+        for warning in row.warnings:
+            warnings.setdefault(warning, []).append(row.name)
+    for warning, names in warnings.items():
+        console.print(f"[yellow]warning[/yellow] ({', '.join(names)}): {warning}")
+    failed = [row for row in rows if row.error or not row.invoke.startswith("ok")]
+    if failed:
+        raise click.ClickException("; ".join(f"{r.name}: {r.error or r.invoke}" for r in failed))
+
+
+def _build_table(rows: list[Any]) -> Table:
+    table = Table(title="edgemaas build", show_lines=False)
+    for column in ("model", "ships", "size f32 → int8", "held-out f32 → int8", "zip", "local invoke (awslambdaric)",
+                   "duration"):
+        table.add_column(column)
+    for row in rows:
+        if row.error:
+            table.add_row(row.name, "-", "-", "-", "-", f"[red]{row.error}[/red]", "-")
+            continue
+        table.add_row(
+            row.name, row.chosen or "-",
+            f"{_kb(row.sizes.get('tflite-float32'))} → {_kb(row.sizes.get('tflite-int8'))}",
+            f"{row.metrics.get('tflite-float32', '-')} → {row.metrics.get('tflite-int8', '-')}",
+            _mb(row.zip_bytes) if row.zip_bytes else "-",
+            row.invoke if row.invoke.startswith("ok") else f"[red]{row.invoke}[/red]",
+            f"{row.invoke_ms:.1f} ms" if row.invoke_ms is not None else "-",
+        )
+    return table
+
+
+def _print_selection(name: str, selection: dict[str, Any]) -> None:
+    table = Table(title=f"{name}: {selection['reason']}")
+    for column in ("variant", "status", "size", "metric drop", "p50", "reason"):
+        table.add_column(column)
+    for row in selection["candidates"]:
+        table.add_row(row["variant"], row["status"], _kb(row.get("size_bytes")),
+                      f"{row['metric_drop']:+.2f} {selection['unit']}" if "metric_drop" in row else "-",
+                      f"{row['latency_p50_ms']:.3f} ms" if "latency_p50_ms" in row else "-", row.get("reason", ""))
+    out.print(table)
+
+
+def _specs(paths: tuple[str, ...]) -> list[Any]:
+    from .spec import load_spec
+
+    if paths:
+        return [load_spec(p) for p in paths]
+    found = sorted(Path("models").glob("*.yaml"))
+    if not found:
+        raise UserError("no specs given and no models/*.yaml here; run from the edgemaas repository or name a spec")
+    return [load_spec(p) for p in found]
+
+
+def _event(data: str | None, data_file: str | None) -> Any:
+    if (data is None) == (data_file is None):
+        raise click.UsageError("give the event with exactly one of --data or --data-file")
+    text = data if data is not None else Path(data_file).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        source = "--data" if data is not None else data_file
+        raise click.BadParameter(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                 param_hint=source) from None
+
+
+def _package_path(target: str) -> Path:
+    path = Path(target)
+    if path.is_file():
+        return path
+    for candidate in (path / "function.zip", path / "lambda" / "function.zip",
+                      _workspace().lambda_dir(target) / "function.zip"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{target}: no function zip there, and no dist/{target}/lambda/function.zip; "
+                    f"run `edgemaas package {target}` first")
+
+
+def _kb(size: int | None) -> str:
+    return f"{size / 1024:.1f} KB" if size else "-"
+
+
+def _mb(size: int | None) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size else "-"
+
+
+def main() -> None:
+    cli(prog_name="edgemaas")
+
+
+if __name__ == "__main__":
+    main()

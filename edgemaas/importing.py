@@ -1,0 +1,142 @@
+"""Models the user brings: detect the format from the content, and make a servable artifact with a manifest.
+
+A .tflite or .onnx file is served as it is; a Keras file or SavedModel is converted to float32 TFLite first (in its
+own process), since the runtime carries no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .convert import variant_manifest
+from .errors import StageFailed, UserError
+from .isolate import run_isolated
+from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
+from .training import DEFAULT_LIMITS
+from .workspace import Workspace
+
+KERAS_FORMATS = ("keras", "h5", "savedmodel")
+
+
+def detect_format(path: Path) -> str:
+    """'tflite', 'onnx', 'keras' (Keras v3 zip), 'h5' (Keras HDF5) or 'savedmodel', judged by content, not name."""
+    if path.is_dir():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            return "savedmodel"
+        raise UserError(f"{path} is a directory without saved_model.pb; give a SavedModel directory or a model file")
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[4:8] == b"TFL3":  # the TFLite flatbuffer's file identifier
+        return "tflite"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "h5"
+    if head.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+        if "config.json" in names and ({"model.weights.h5", "metadata.json"} & names):
+            return "keras"
+        raise UserError(f"{path} is a zip archive but not a Keras model (no config.json and model.weights.h5)")
+    if _looks_like_onnx(path):
+        return "onnx"
+    raise UserError(f"{path}: not a model format edgemaas reads; expected .tflite, .onnx, .keras, .h5 or a "
+                    "SavedModel directory (the format is read from the content, so a renamed file is fine)")
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    try:
+        import onnx
+
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # protobuf raises DecodeError and friends on anything that is not ONNX
+        return False
+    return model.ir_version > 0 and len(model.graph.node) > 0
+
+
+def model_name(path: Path) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower() if path.is_file() else path.name.lower()).strip("-")
+    return (name if name and name[0].isalpha() else f"model-{name}")[:40]
+
+
+def import_model(path: Path, ws: Workspace, name: str | None = None, labels: list[str] | None = None,
+                 timeout_s: float = 600) -> Manifest:
+    """Make build/<name>/imported/ from a model file: the servable model plus a manifest from its own signature."""
+    fmt = detect_format(path)
+    name = name or model_name(path)
+    out = ws.variant_dir(name, "imported")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if fmt in KERAS_FORMATS:
+        target = tmp / "model.tflite"
+        try:
+            run_isolated(_keras_to_tflite_job, str(path), fmt, str(target), timeout=timeout_s,
+                         log_path=tmp / "convert.log")
+        except StageFailed as exc:
+            raise UserError(f"{path}: could not convert this {fmt} model to TFLite: {exc}") from None
+        variant, pass_name = "tflite-float32", f"import-{fmt}"
+    else:
+        target = tmp / f"model.{fmt}"
+        shutil.copyfile(path, target)
+        variant, pass_name = f"{fmt}-imported", "import"
+    try:
+        shell = _shell_manifest(name, target, labels)
+        manifest = variant_manifest(shell, target, variant, {"pass": pass_name, "source": str(path),
+                                                             "source_format": fmt})
+    except ModelLoadError as exc:
+        raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
+    manifest.provenance.pop("parent", None)
+    manifest.save(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return manifest
+
+
+def _shell_manifest(name: str, model_path: Path, labels: list[str] | None) -> Manifest:
+    """Processing derived from the model's own signature: identity inputs, labels if given, raw values otherwise."""
+    from .convert import load_model_signature
+
+    backend = load_model_signature(model_path)
+    steps = []
+    for spec in backend.inputs:
+        sample = spec.shape[1:]
+        if any(d < 0 for d in sample):
+            raise UserError(f"{model_path.name}: input {spec.name} has dynamic dimensions {spec.shape}; edgemaas "
+                            "serves models with a fixed sample shape (only the batch may vary)")
+        steps.append({"input": _field_name(spec), "kind": "numeric", "shape": sample, "mean": 0.0, "std": 1.0})
+    post: dict[str, Any] = {"kind": "classification", "labels": labels} if labels else {"kind": "raw"}
+    return Manifest(name=name, variant="source", task="classification" if labels else "raw",
+                    model=ModelFile(file=model_path.name, format="", sha256="", size_bytes=0),
+                    inputs=backend.inputs, outputs=backend.outputs, preprocessing=steps, postprocessing=post,
+                    limits=dict(DEFAULT_LIMITS), provenance={"created_by": f"edgemaas {__version__}"})
+
+
+def _field_name(spec: TensorSpec) -> str:
+    return re.sub(r"^serving_default_|:\d+$", "", spec.name) or "inputs"
+
+
+def _keras_to_tflite_job(source: str, fmt: str, target: str) -> int:
+    """Runs in a child process. Keras 2 (tf-keras) first, as edgemaas trains; Keras 3 files fall back to keras."""
+    from .tf import keras, tensorflow
+
+    tf = tensorflow()
+    if fmt == "savedmodel":
+        converter = tf.lite.TFLiteConverter.from_saved_model(source)
+    else:
+        try:
+            model = keras().models.load_model(source, compile=False)
+        except Exception:
+            import keras as keras3
+
+            model = keras3.models.load_model(source, compile=False)
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    content = converter.convert()
+    Path(target).write_bytes(content)
+    return len(content)

@@ -1,0 +1,85 @@
+"""The inference runtime's wheels for a target Python and architecture, installed with pip's cross-platform flags.
+
+Only numpy and the one runtime a model needs go in: `--no-deps`, because ai-edge-litert's and onnxruntime's
+interpreters import numpy alone (their other requirements serve converters and tools we do not ship). Versions are
+pinned to the ones installed here, so the package serves with the runtime the model was evaluated with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from ..errors import UserError
+
+RUNTIME_FOR_FORMAT = {"tflite": "ai-edge-litert", "onnx": "onnxruntime"}
+PLATFORM_TAGS = {
+    # ai-edge-litert publishes manylinux_2_27 wheels; numpy and onnxruntime use 2014 (2_17) or 2_28.
+    "x86_64": ["manylinux2014_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"],
+    "arm64": ["manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64"],
+}
+# Lambda's managed runtimes up to python3.11 run on Amazon Linux 2 (glibc 2.26); python3.12+ on AL2023 (glibc 2.34).
+LAMBDA_GLIBC = {"3.10": (2, 26), "3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
+
+
+def pinned(distribution: str) -> str:
+    try:
+        return f"{distribution}=={metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        return distribution
+
+
+def requirements_for(model_format: str) -> list[str]:
+    return [pinned("numpy"), pinned(RUNTIME_FOR_FORMAT[model_format])]
+
+
+def install(requirements: list[str], python_version: str, arch: str, cache: Path) -> Path:
+    """Install wheels for (python_version, arch) into a cached folder and return it. Reused while inputs match."""
+    key = "-".join([f"py{python_version}", arch, *(r.replace("==", "-") for r in requirements)])
+    target = cache / "lambda-deps" / key
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
+               *[arg for tag in PLATFORM_TAGS[arch] for arg in ("--platform", tag)], "--target", str(tmp),
+               *requirements]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(_explain_pip_failure(done.stderr, requirements, python_version, arch))
+    (tmp / ".complete").write_text(" ".join(requirements) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def _explain_pip_failure(stderr: str, requirements: list[str], python_version: str, arch: str) -> str:
+    missing = re.search(r"No matching distribution found for (\S+)", stderr)
+    if missing:
+        return (f"{missing.group(1)} has no wheel for Python {python_version} on {arch} Linux "
+                f"(manylinux). Try another --python-version (Lambda runs 3.10 to 3.13) or --arch, or a model "
+                f"format served by the other runtime (ai-edge-litert for .tflite, onnxruntime for .onnx).")
+    tail = "\n".join(stderr.strip().splitlines()[-5:])
+    return f"pip could not install {' '.join(requirements)} for Python {python_version} {arch}:\n{tail}"
+
+
+def glibc_warnings(deps_dir: Path, python_version: str) -> list[str]:
+    """A warning when wheels need a newer glibc than the Lambda runtime of this Python version provides."""
+    have = LAMBDA_GLIBC.get(python_version)
+    needy: dict[str, tuple[int, ...]] = {}
+    for wheel in sorted(deps_dir.glob("*.dist-info/WHEEL")):
+        needs = [tuple(map(int, m)) for m in re.findall(r"manylinux_(\d+)_(\d+)_", wheel.read_text())]
+        if have and needs and min(needs) > have:
+            needy[wheel.parent.name.split("-")[0]] = min(needs)
+    if not needy:
+        return []
+    return [f"{', '.join(needy)} need glibc {'.'.join(map(str, max(needy.values())))}; Lambda's python{python_version} "
+            f"runtime (Amazon Linux 2) has glibc {'.'.join(map(str, have))}: package with --python-version 3.12 "
+            "or later (Amazon Linux 2023) to deploy"]
