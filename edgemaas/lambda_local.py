@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .workspace import cache_root
 
 __all__ = ["InvokeResult", "LocalLambdaError", "invoke_local", "runtime_client_dir"]
 
@@ -134,9 +135,7 @@ def _probe_python(python: str) -> _PythonInfo:
 
 def _cache_root() -> Path:
     """Return the cache directory for runtime clients (EDGEMAAS_CACHE_DIR wins)."""
-    base = os.environ.get("EDGEMAAS_CACHE_DIR")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "edgemaas"
-    return root / "runtime-client"
+    return cache_root() / "runtime-client"
 
 
 def _version_key(path: Path) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,4 +37,10 @@ class Workspace:
         return self.dist / name / "lambda"
 
     def cache(self) -> Path:
-        return self.build / ".cache"
+        return cache_root()
+
+
+def cache_root() -> Path:
+    """Downloads shared by every project on this machine (wheels for Lambda, the runtime client)."""
+    base = os.environ.get("EDGEMAAS_CACHE_DIR")
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "edgemaas"

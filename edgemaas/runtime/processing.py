@@ -73,7 +73,7 @@ class InputProcessor:
         bad = ~np.isfinite(array32)
         if bad.any():
             where = np.argwhere(bad)[0]
-            value = array[tuple(where)]
+            value = float(array[tuple(where)])
             raise RequestError(f"{field}[{where[0]}]", f"value {value!r} at position {where[1:].tolist()} is not a "
                                                        f"finite float32 (NaN, Infinity or beyond ±{_FLOAT32_MAX:.3g})")
         return self.transform(array32)
