@@ -1,0 +1,130 @@
+"""Models the user brings: format detection by content, import, and packaging straight from the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemaas.errors import UserError
+from edgemaas.importing import detect_format, import_model
+from edgemaas.lambda_local import invoke_local
+from edgemaas.pipeline import package_target
+from edgemaas.runtime import load_model
+from edgemaas.workspace import Workspace
+
+
+def tiny_onnx(path: Path) -> Path:
+    """A real ONNX graph: y = softmax(x @ W + b), x of shape [N, 4], 3 classes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W")
+    b = numpy_helper.from_array(np.zeros(3, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])], initializer=[w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_keras(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small tf-keras model saved three ways: .keras, HDF5 and SavedModel."""
+    from edgemaas.tf import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.Input(shape=(5,)), k.layers.Dense(8, activation="relu"), k.layers.Dense(2)])
+    root = tmp_path_factory.mktemp("keras")
+    model.save(root / "model.keras")
+    model.save(root / "model.h5")
+    model.export(str(root / "saved_model"))
+    np.save(root / "expected.npy", model.predict(np.ones((1, 5), np.float32), verbose=0))
+    return root
+
+
+def test_detects_onnx_by_content_even_when_misnamed(tmp_path: Path) -> None:
+    path = tiny_onnx(tmp_path / "model.onnx")
+    disguised = tmp_path / "model.tflite"
+    shutil.copy(path, disguised)
+    assert detect_format(path) == "onnx"
+    assert detect_format(disguised) == "onnx"
+
+
+def test_detects_keras_formats(tiny_keras: Path, tmp_path: Path) -> None:
+    assert detect_format(tiny_keras / "model.keras") == "keras"
+    assert detect_format(tiny_keras / "model.h5") == "h5"
+    assert detect_format(tiny_keras / "saved_model") == "savedmodel"
+    hdf5_named_keras = tmp_path / "old.keras"  # a Keras 2 HDF5 file saved with a .keras name
+    shutil.copy(tiny_keras / "model.h5", hdf5_named_keras)
+    assert detect_format(hdf5_named_keras) == "h5"
+
+
+def test_detects_tflite(trained: Workspace, tmp_path: Path) -> None:
+    renamed = tmp_path / "weights.bin"
+    shutil.copy(trained.variant_dir("cnn", "tflite-int8") / "model.tflite", renamed)
+    assert detect_format(renamed) == "tflite"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello, I am a text file\n", "not a model format edgemaas reads"),
+    (b"PK\x03\x04garbage", "is a zip archive but not a Keras model"),
+])
+def test_garbage_is_refused_with_the_reason(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "model.onnx"
+    if content.startswith(b"PK"):
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("readme.txt", "not a model")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        detect_format(path)
+
+
+def test_directory_without_saved_model(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="directory without saved_model.pb"):
+        detect_format(tmp_path)
+
+
+@pytest.mark.parametrize("source", ["model.keras", "model.h5", "saved_model"])
+def test_keras_imports_convert_to_tflite(tiny_keras: Path, tmp_path: Path, source: str) -> None:
+    ws = Workspace(tmp_path)
+    manifest = import_model(tiny_keras / source, ws, name="tiny")
+    assert manifest.variant == "tflite-float32" and manifest.model.format == "tflite"
+    assert manifest.provenance["source_format"] == detect_format(tiny_keras / source)
+    model = load_model(ws.variant_dir("tiny", "imported"))
+    (prediction,) = model.predict([[1.0] * 5])
+    np.testing.assert_allclose(prediction["values"], np.load(tiny_keras / "expected.npy")[0], rtol=1e-5)
+
+
+def test_truncated_tflite_is_refused_at_import(trained: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "broken.tflite"
+    path.write_bytes((trained.variant_dir("cnn", "tflite-int8") / "model.tflite").read_bytes()[:2000])
+    with pytest.raises(UserError, match="the runtime cannot load this model"):
+        import_model(path, Workspace(tmp_path))
+
+
+def test_onnx_file_packages_and_serves_through_awslambdaric(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    source = tiny_onnx(tmp_path / "Tiny Classifier.onnx")
+    package = package_target(str(source), ws, labels=["cat", "dog", "bird"])
+    assert package.model == "tiny-classifier" and package.model_format == "onnx"
+    assert any(r.startswith("onnxruntime==") for r in package.requirements)
+    (result,) = invoke_local(Path(package.zip_path), [{"inputs": [[1, 2, 3, 4]]}])
+    assert result.function_error is None, result.error_message
+    prediction = result.payload["predictions"][0]
+    assert prediction["label"] in ("cat", "dog", "bird")
+    manifest = json.loads((ws.variant_dir("tiny-classifier", "imported") / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == [-1, 4]
