@@ -15,7 +15,7 @@ from . import __version__
 from .errors import StageFailed, UserError
 from .evaluation import metric_drop, metrics
 from .isolate import run_isolated
-from .runtime import Manifest, ModelFile, load_model, read_manifest
+from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec, load_model, read_manifest
 from .runtime.manifest import sha256_file
 from .runtime.processing import InputProcessor
 from .spec import Spec
@@ -153,7 +153,24 @@ def variant_manifest(parent: Manifest, model_path: Path, variant: str, provenanc
     )
 
 
-def load_model_signature(model_path: Path) -> Any:
+@dataclass
+class Signature:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+def _signature_job(model_path: str) -> Signature:
     from .runtime.backends import open_backend
 
-    return open_backend(model_path.suffix.lstrip("."), model_path.read_bytes())
+    path = Path(model_path)
+    backend = open_backend(path.suffix.lstrip("."), path.read_bytes())
+    return Signature(backend.inputs, backend.outputs)
+
+
+def load_model_signature(model_path: Path) -> Signature:
+    """The model's tensors as the serving backend sees them, read in a child process (a malformed file can crash an
+    interpreter). Raises ModelLoadError with the loader's reason."""
+    try:
+        return run_isolated(_signature_job, str(model_path), timeout=120)
+    except StageFailed as exc:
+        raise ModelLoadError(str(exc).splitlines()[0].removeprefix("ModelLoadError: ")) from None

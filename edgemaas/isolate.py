@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import StageFailed
+from .errors import StageFailed, UserError
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float, log_path: Path | None = None) -> Any:
@@ -40,8 +40,10 @@ def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float, log_path: P
                 raise StageFailed(f"timed out after {timeout:.0f} s" + _log_tail(log)) from None
         if not result.exists():
             raise StageFailed(f"the process crashed ({_exit_reason(code)})" + _log_tail(log))
-        ok, payload = pickle.loads(result.read_bytes())
-        if not ok:
+        status, payload = pickle.loads(result.read_bytes())
+        if status == "user-error":  # the user's mistake, found in the child: the same clean message here
+            raise UserError(payload)
+        if status == "failed":
             raise StageFailed(payload.strip())
         return payload
 
@@ -66,9 +68,11 @@ def _main(job_path: str, result_path: str) -> None:
         fn = importlib.import_module(module)
         for part in qualname.split("."):
             fn = getattr(fn, part)
-        outcome = (True, fn(*args))
+        outcome = ("ok", fn(*args))
+    except UserError as exc:
+        outcome = ("user-error", str(exc))
     except BaseException as exc:  # every failure goes back to the parent as a message
-        outcome = (False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
+        outcome = ("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
     tmp = Path(result_path).with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(outcome))
     os.replace(tmp, result_path)

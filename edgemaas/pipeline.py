@@ -16,9 +16,10 @@ import numpy as np
 
 from . import convert as converting
 from . import gate, training
-from .errors import UserError
+from .errors import StageFailed, UserError
 from .evaluation import format_metric
 from .importing import import_model
+from .isolate import run_isolated
 from .packaging.lambda_zip import LambdaPackage, package_lambda
 from .runtime import Manifest, ModelLoadError, read_manifest
 from .spec import Spec, load_spec
@@ -60,7 +61,12 @@ def ensure_trained(spec: Spec, ws: Workspace, force: bool = False, report: Repor
         except ModelLoadError:
             pass
     report("training")
-    manifest = training.train(spec, ws)
+    log = ws.model_dir(spec.name) / "train.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:  # in its own process: TensorFlow's start-up noise goes to the log, and a crash cannot take the CLI down
+        manifest = run_isolated(training.train, spec, ws, timeout=spec.train.timeout_s, log_path=log)
+    except StageFailed as exc:
+        raise UserError(f"{spec.name}: training failed: {exc}\n(full log: {log})") from None
     manifest.provenance["spec_fingerprint"] = stamp
     manifest.save(ws.variant_dir(spec.name, FLOAT_VARIANT))
     return manifest

@@ -60,6 +60,7 @@ class TrainSection(_Section):
     seed: int = 0
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int = Field(10, ge=0, description="0 turns early stopping off")
+    timeout_s: int = Field(3600, ge=10, description="training runs in its own process, stopped after this")
 
 
 class ConvertSection(_Section):

@@ -31,3 +31,11 @@ def test_a_hang_times_out() -> None:
     with pytest.raises(StageFailed, match="timed out after 2 s"):
         run_isolated(time.sleep, 60, timeout=2)
     assert time.monotonic() - started < 30
+
+
+def test_a_user_error_in_the_child_stays_a_user_error(tmp_path: Path) -> None:
+    from edgemaas.errors import UserError
+    from edgemaas.spec import load_spec
+
+    with pytest.raises(UserError, match=r"nowhere.yaml: no such spec file"):
+        run_isolated(load_spec, str(tmp_path / "nowhere.yaml"), timeout=60)

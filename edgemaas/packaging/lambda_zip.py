@@ -16,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import UserError
-from ..runtime import MANIFEST_NAME, ModelLoadError, load_model, read_manifest
+from ..errors import StageFailed, UserError
+from ..isolate import run_isolated
+from ..runtime import MANIFEST_NAME, load_model, read_manifest
 from ..runtime.manifest import sha256_file
 from . import dependencies
 
@@ -59,10 +60,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     """Write out_dir/function.zip (and package.json describing it) for the model variant in variant_dir."""
     python_version = python_version or default_python_version()
     manifest = read_manifest(variant_dir)
-    try:
-        load_model(variant_dir)  # refuse at package time what the runtime could not serve
-    except ModelLoadError as exc:
-        raise UserError(f"{variant_dir}: the runtime cannot load this model: {exc}") from None
+    check_loadable(variant_dir)
     requirements = dependencies.requirements_for(manifest.model.format)
     deps = dependencies.install(requirements, python_version, arch, cache)
 
@@ -89,6 +87,20 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                                 f"{DIRECT_UPLOAD_LIMIT // MB} MB directly: upload it through S3 (deploy --s3-bucket)")
     package.save(out_dir / "package.json")
     return package
+
+
+def _describe_model(variant_dir: str) -> dict:
+    return load_model(variant_dir).describe()
+
+
+def check_loadable(variant_dir: Path) -> dict:
+    """Refuse at package time what the runtime could not serve. In a child process: a malformed model file can
+    crash an interpreter, and the loader's reason is what the user needs to read."""
+    try:
+        return run_isolated(_describe_model, str(variant_dir), timeout=120)
+    except StageFailed as exc:
+        reason = str(exc).splitlines()[0].removeprefix("ModelLoadError: ")
+        raise UserError(f"{variant_dir}: the runtime cannot load this model: {reason}") from None
 
 
 def _code_files() -> Iterator[tuple[str, Path | bytes]]:
