@@ -81,24 +81,69 @@ def train(specs: tuple[str, ...], force: bool) -> None:
 
 
 @cli.command()
-@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--force", is_flag=True, help="Reconvert even when nothing changed.")
+@click.argument("targets", nargs=-1)
+@click.option("--calibration-data", type=click.Path(path_type=Path),
+              help="For a model file: inputs like those it will serve (.npy, .npz or CSV), for int8 calibration.")
+@click.option("--eval-data", type=click.Path(path_type=Path),
+              help="For a model file: inputs with targets (.npz with x and y, or CSV with a last target column).")
+@click.option("--name", help="Name for a model file you bring (default: from the file name).")
+@click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
+@click.option("--force", is_flag=True, help="Redo every pass even when nothing changed.")
 @_handle_errors
-def convert(specs: tuple[str, ...], force: bool) -> None:
-    """Convert trained models to TFLite variants (training first if needed), evaluate each, run the gate.
+def compress(targets: tuple[str, ...], calibration_data: Path | None, eval_data: Path | None, name: str | None,
+             labels: str | None, force: bool) -> None:
+    """Make every TFLite and ONNX variant, measure each against the float model, and gate what ships.
+
+    TARGETS are specs, built-in names or model files (.keras, .h5, SavedModel dir, .tflite, .onnx); default:
+    every models/*.yaml. Writes dist/<name>/report/ (report.json, report.md, plots).
+
+    \b
+    Examples:
+      edgemaas compress cnn
+      edgemaas compress my_model.keras --calibration-data x.npy --eval-data test.npz
+    """
+    from .pipeline import compress_file, compress_spec, resolve_spec
+    from .report import report_table
+
+    ws = _workspace()
+    cards = []
+    for target in targets or [str(p) for p in _spec_paths()]:
+        spec = resolve_spec(target)
+        status = _status(spec.name if spec else Path(target).name)
+        if spec is None:
+            cards.append(compress_file(Path(target), ws, name, labels.split(",") if labels else None,
+                                       calibration_data, eval_data, force=force, report=status))
+        elif calibration_data or eval_data:
+            raise click.UsageError("--calibration-data and --eval-data are for model files; a spec names its data")
+        else:
+            cards.append(compress_spec(spec, ws, force, status))
+    for card in cards:
+        out.print(report_table(card))
+        for fmt in card["gate"]["fallback"]:
+            console.print(f"[bold red]No variant passed the gate for {fmt}: the float model ships.[/bold red]")
+        console.print(f"report: {ws.dist / card['model'] / 'report' / 'report.md'}")
+
+
+cli.add_command(compress, "convert")
+
+
+@cli.command()
+@click.argument("name")
+@_handle_errors
+def report(name: str) -> None:
+    """Print the compression report card of NAME and where its files and plots are.
 
     \b
     Example:
-      edgemaas convert models/rnn.yaml
+      edgemaas report cnn
     """
-    from .pipeline import ensure_converted, ensure_trained, select
+    from .report import load_report, report_table
 
-    ws = _workspace()
-    for spec in _specs(specs):
-        float_manifest = ensure_trained(spec, ws, False, _status(spec.name))
-        results = ensure_converted(spec, ws, float_manifest, force, _status(spec.name))
-        selection = select(spec, ws, float_manifest, results)
-        _print_selection(spec.name, selection)
+    directory = _workspace().dist / name / "report"
+    card = load_report(directory)
+    out.print(report_table(card))
+    for path in sorted(directory.glob("*")):
+        console.print(f"  {path}")
 
 
 @cli.command()
@@ -175,7 +220,7 @@ def invoke(target: str, local: bool, data: str | None, data_file: str | None, me
 @click.option("--force", is_flag=True, help="Retrain and reconvert even when nothing changed.")
 @_handle_errors
 def build(specs: tuple[str, ...], force: bool) -> None:
-    """Train, convert, gate, package for Lambda and smoke-invoke locally: SPECS, or every models/*.yaml.
+    """Train, compress, gate, package for Lambda and smoke-invoke locally: SPECS, or every models/*.yaml.
 
     \b
     Example:
@@ -210,18 +255,20 @@ def build(specs: tuple[str, ...], force: bool) -> None:
 
 
 def _build_table(rows: list[Any]) -> Table:
-    table = Table(title="edgemaas build", show_lines=False)
-    for column in ("model", "ships", "size f32 → int8", "held-out f32 → int8", "zip", "local invoke (awslambdaric)",
-                   "duration"):
+    table = Table(title="edgemaas build")
+    for column in ("model", "gate's choice (tflite / onnx)", "gzipped f32 → shipped", "held-out f32 → shipped",
+                   "zip", "local invoke (awslambdaric)", "duration"):
         table.add_column(column)
     for row in rows:
         if row.error:
             table.add_row(row.name, "-", "-", "-", "-", f"[red]{row.error}[/red]", "-")
             continue
+        chosen = " / ".join(f"{v or '-'}" + (" [red](float: none passed)[/red]" if f in row.fallback else "")
+                            for f, v in sorted(row.chosen.items()))
         table.add_row(
-            row.name, row.chosen or "-",
-            f"{_kb(row.sizes.get('tflite-float32'))} → {_kb(row.sizes.get('tflite-int8'))}",
-            f"{row.metrics.get('tflite-float32', '-')} → {row.metrics.get('tflite-int8', '-')}",
+            row.name, chosen,
+            f"{_kb(row.sizes.get('tflite-float32'))} → {_kb(row.sizes.get(row.shipped))}",
+            f"{row.metrics.get('tflite-float32', '-')} → {row.metrics.get(row.shipped, '-')}",
             _mb(row.zip_bytes) if row.zip_bytes else "-",
             row.invoke if row.invoke.startswith("ok") else f"[red]{row.invoke}[/red]",
             f"{row.invoke_ms:.1f} ms" if row.invoke_ms is not None else "-",
@@ -229,26 +276,17 @@ def _build_table(rows: list[Any]) -> Table:
     return table
 
 
-def _print_selection(name: str, selection: dict[str, Any]) -> None:
-    table = Table(title=f"{name}: {selection['reason']}")
-    for column in ("variant", "status", "size", "metric drop", "p50", "reason"):
-        table.add_column(column)
-    for row in selection["candidates"]:
-        table.add_row(row["variant"], row["status"], _kb(row.get("size_bytes")),
-                      f"{row['metric_drop']:+.2f} {selection['unit']}" if "metric_drop" in row else "-",
-                      f"{row['latency_p50_ms']:.3f} ms" if "latency_p50_ms" in row else "-", row.get("reason", ""))
-    out.print(table)
+def _spec_paths() -> list[Path]:
+    found = sorted(Path("models").glob("*.yaml"))
+    if not found:
+        raise UserError("no specs given and no models/*.yaml here; run from the edgemaas repository or name a spec")
+    return found
 
 
 def _specs(paths: tuple[str, ...]) -> list[Any]:
     from .spec import load_spec
 
-    if paths:
-        return [load_spec(p) for p in paths]
-    found = sorted(Path("models").glob("*.yaml"))
-    if not found:
-        raise UserError("no specs given and no models/*.yaml here; run from the edgemaas repository or name a spec")
-    return [load_spec(p) for p in found]
+    return [load_spec(p) for p in (paths or _spec_paths())]
 
 
 def _event(data: str | None, data_file: str | None) -> Any:

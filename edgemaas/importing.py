@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .convert import variant_manifest
+from .signature import variant_manifest
 from .errors import StageFailed, UserError
 from .isolate import run_isolated
 from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
@@ -101,7 +101,7 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
 
 def _shell_manifest(name: str, model_path: Path, labels: list[str] | None) -> Manifest:
     """Processing derived from the model's own signature: identity inputs, labels if given, raw values otherwise."""
-    from .convert import load_model_signature
+    from .signature import load_model_signature
 
     backend = load_model_signature(model_path)
     steps = []
@@ -140,3 +140,72 @@ def _keras_to_tflite_job(source: str, fmt: str, target: str) -> int:
     content = converter.convert()
     Path(target).write_bytes(content)
     return len(content)
+
+
+ROOTS = {"keras": "keras-float32", "h5": "keras-float32", "savedmodel": "savedmodel", "tflite": "tflite-original",
+         "onnx": "onnx-original"}
+
+
+def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list[str] | None = None,
+                timeout_s: float = 600) -> tuple[str, Manifest]:
+    """Copy a model the user brings, unchanged, into build/<name>/<root>/ as the root every variant derives from.
+
+    Its manifest's signature comes from the model itself (Keras and SavedModel through a float32 TFLite conversion
+    in a child process, since only TensorFlow can read them).
+    """
+    fmt = detect_format(path)
+    name = name or model_name(path)
+    root = ROOTS[fmt]
+    out = ws.variant_dir(name, root)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if fmt == "savedmodel":
+        target = tmp / "model"
+        shutil.copytree(path, target)
+        probe = tmp / ".signature.tflite"
+    else:
+        target = tmp / ("model.h5" if fmt == "h5" else f"model.{fmt}")
+        shutil.copyfile(path, target)
+        probe = tmp / ".signature.tflite" if fmt in KERAS_FORMATS else target
+    if probe != target:
+        try:
+            run_isolated(_keras_to_tflite_job, str(path), fmt, str(probe), timeout=timeout_s,
+                         log_path=tmp / "signature.log")
+        except StageFailed as exc:
+            raise UserError(f"{path}: could not read this {fmt} model's signature: {exc}") from None
+    try:
+        shell = _shell_manifest(name, probe, labels)
+    except ModelLoadError as exc:
+        raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
+    if probe != target:
+        probe.unlink()
+    manifest = Manifest(
+        name=name, variant=root, task=shell.task,
+        model=ModelFile(target.name, fmt if fmt != "h5" else "keras", _sha256_path(target), _size(target)),
+        inputs=shell.inputs, outputs=shell.outputs, preprocessing=shell.preprocessing,
+        postprocessing=shell.postprocessing, limits=shell.limits,
+        provenance={"created_by": f"edgemaas {__version__}", "pass": "import", "source": str(path),
+                    "source_format": fmt})
+    manifest.save(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return root, manifest
+
+
+def _sha256_path(path: Path) -> str:
+    """A file's sha256, or for a directory (SavedModel) the sha256 over its files' relative names and contents."""
+    from .runtime.manifest import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(item.relative_to(path).as_posix().encode() + b"\0" + item.read_bytes())
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -14,15 +14,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import convert as converting
-from . import gate, training
+from . import training
+from .compress import compress_model, save_report
 from .errors import StageFailed, UserError
-from .evaluation import format_metric
-from .importing import import_model
+from .importing import import_model, import_root
 from .isolate import run_isolated
 from .packaging.lambda_zip import LambdaPackage, package_lambda
 from .runtime import Manifest, ModelLoadError, read_manifest
 from .spec import Spec, load_spec
+from .passes import KERAS_ROOT
 from .workspace import FLOAT_VARIANT, Workspace
 
 Report = Callable[[str], None]
@@ -72,65 +72,94 @@ def ensure_trained(spec: Spec, ws: Workspace, force: bool = False, report: Repor
     return manifest
 
 
-def ensure_converted(spec: Spec, ws: Workspace, float_manifest: Manifest, force: bool = False,
-                     report: Report = _quiet) -> list[converting.VariantResult]:
-    stamp = fingerprint(spec, "convert")
-    results = []
-    for variant in spec.convert.variants:
-        try:
-            existing = read_manifest(ws.variant_dir(spec.name, variant))
-            if not force and existing.provenance.get("parent") == float_manifest.model.sha256 \
-                    and existing.provenance.get("spec_fingerprint") == stamp:
-                results.append(converting.VariantResult(variant, existing))
-                continue
-        except ModelLoadError:
-            pass
-        report(f"converting {variant}")
-        result = converting.convert(spec, ws, [variant])[0]
-        if result.ok:
-            result.manifest.provenance["spec_fingerprint"] = stamp
-            result.manifest.save(ws.variant_dir(spec.name, variant))
-        results.append(result)
-    return results
+def compress_spec(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> dict[str, Any]:
+    """Train if needed, then make, measure and gate every variant; write the report card and the selection."""
+    if spec.model.path:
+        return compress_file(spec.resolve(spec.model.path), ws, spec.name, spec.data.labels if spec.data else None,
+                             spec=spec, force=force, report=report)
+    float_manifest = ensure_trained(spec, ws, force, report)
+    held_out = float_manifest.metrics["held_out"]["samples"]
+    card = compress_model(ws, float_manifest, KERAS_ROOT, spec.compress, spec.gate, ws.data_file(spec.name),
+                          labelled_train=True, seed=spec.train.seed, force=force, report=report,
+                          eval_description=f"held-out split of {float_manifest.provenance['dataset']} "
+                                           f"({held_out} samples)")
+    save_report(ws, card)
+    return card
 
 
-def select(spec: Spec, ws: Workspace, float_manifest: Manifest, results: list[converting.VariantResult]) -> dict:
-    selection = gate.choose(float_manifest.task, float_manifest, results, spec.gate)
-    gate.save_selection(ws.selection_file(spec.name), selection)
-    return selection
+def compress_file(path: Path, ws: Workspace, name: str | None = None, labels: list[str] | None = None,
+                  calibration_data: Path | None = None, eval_data: Path | None = None, spec: Spec | None = None,
+                  force: bool = False, report: Report = _quiet) -> dict[str, Any]:
+    """Compress a model file the user brings, with their calibration and eval data (or a spec's dataset)."""
+    from .spec import CompressSection, GateSection
+    from .userdata import dataset_for_model
+
+    report("reading the model")
+    root, manifest = import_root(path, ws, name, labels)
+    if spec is not None and spec.data is not None:
+        ds = training.load_dataset(spec)
+        source, description = _save_spec_data(ws, manifest.name, ds), f"held-out split of {ds.source}"
+    else:
+        source, description = dataset_for_model(manifest, ws, calibration_data, eval_data)
+    manifest = _with_task(ws, root, manifest, source)
+    compress = spec.compress if spec else CompressSection()
+    gate = spec.gate if spec else GateSection()
+    card = compress_model(ws, manifest, root, compress, gate, source, labelled_train=False,
+                          eval_description=description, force=force, report=report)
+    save_report(ws, card)
+    return card
 
 
-def variant_dir_for(spec: Spec, ws: Workspace, variant: str | None) -> Path:
-    """The variant to package: the one asked for, else the gate's choice."""
+def _save_spec_data(ws: Workspace, name: str, ds: Any) -> Path:
+    training._save_data(ws.data_file(name), ds)
+    return ws.data_file(name)
+
+
+def _with_task(ws: Workspace, root: str, manifest: Manifest, data_source: Path) -> Manifest:
+    """A model you bring says nothing of its task: labelled eval data with integer targets and several outputs make
+    it a classifier, float targets a regressor; without labels it is served as raw values."""
+    with np.load(data_source) as data:
+        y = data["y_test"] if "y_test" in data.files else None
+    outputs = abs(int(np.prod(manifest.outputs[0].shape[1:]))) if manifest.outputs[0].shape[1:] else 1
+    if y is not None and y.dtype.kind in "iu" and outputs > 1:
+        manifest.task = "classification"
+        labels = manifest.postprocessing.get("labels") or [str(i) for i in range(outputs)]
+        manifest.postprocessing = {"kind": "classification", "labels": labels}
+    elif y is not None:
+        manifest.task = "regression"
+        manifest.postprocessing = {"kind": "regression", "names": ["value"], "mean": 0.0, "std": 1.0}
+    manifest.save(ws.variant_dir(manifest.name, root))
+    return manifest
+
+
+def chosen_variant(ws: Workspace, name: str, variant: str | None = None, fmt: str = "tflite") -> Path:
+    """The variant folder to package: the one asked for, else the gate's choice for the format."""
     if variant is None:
-        selection = gate.load_selection(ws.selection_file(spec.name))
-        variant = selection and selection.get("chosen")
+        selection = load_selection(ws.selection_file(name)) or {}
+        variant = (selection.get("chosen") or {}).get(fmt) if isinstance(selection.get("chosen"), dict) else None
+        variant = variant or selection.get("default")
         if not variant:
-            raise UserError(f"{spec.name}: no variant passed the gate or converted; see build/{spec.name}/"
-                            "selection.json, or pass --variant")
-    path = ws.variant_dir(spec.name, variant)
+            raise UserError(f"{name}: nothing chosen to package; run `edgemaas compress {name}` first, or pass "
+                            "--variant")
+    path = ws.variant_dir(name, variant)
     if not (path / "manifest.json").exists():
-        available = sorted(p.name for p in ws.model_dir(spec.name).iterdir() if (p / "manifest.json").exists()) \
-            if ws.model_dir(spec.name).exists() else []
-        raise UserError(f"{spec.name}: no variant {variant!r} was built (built: {', '.join(available) or 'none'})")
+        available = sorted(p.name for p in ws.model_dir(name).iterdir() if (p / "manifest.json").exists()) \
+            if ws.model_dir(name).exists() else []
+        raise UserError(f"{name}: no variant {variant!r} was built (built: {', '.join(available) or 'none'})")
     return path
 
 
-def prepare_spec(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> dict[str, Any]:
-    """Train (or import) and convert as needed, run the gate; return the selection."""
-    if spec.model.path:
-        manifest = import_model(spec.resolve(spec.model.path), ws, name=spec.name,
-                                labels=spec.data.labels if spec.data else None)
-        return {"chosen": manifest.variant, "reason": "the model you brought, as given", "candidates": []}
-    float_manifest = ensure_trained(spec, ws, force, report)
-    results = ensure_converted(spec, ws, float_manifest, force, report)
-    return select(spec, ws, float_manifest, results)
+def load_selection(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def package_target(target: str, ws: Workspace, variant: str | None = None, python_version: str | None = None,
                    arch: str | None = None, name: str | None = None, labels: list[str] | None = None,
                    report: Report = _quiet) -> LambdaPackage:
-    """`edgemaas package`: a spec (trained and converted as needed) or a model file, to a Lambda zip."""
+    """`edgemaas package`: a spec (compressed as needed) or a model file, to a Lambda zip."""
     spec = resolve_spec(target)
     if spec is None:
         report("importing model file")
@@ -138,8 +167,9 @@ def package_target(target: str, ws: Workspace, variant: str | None = None, pytho
         source_dir = ws.variant_dir(manifest.name, "imported")
         model_name = manifest.name
     else:
-        prepare_spec(spec, ws, report=report)
-        source_dir = ws.variant_dir(spec.name, "imported") if spec.model.path else variant_dir_for(spec, ws, variant)
+        if variant is None and not ws.selection_file(spec.name).exists():
+            compress_spec(spec, ws, report=report)
+        source_dir = chosen_variant(ws, spec.name, variant or spec.package.variant, spec.package.format)
         model_name = spec.name
         python_version = python_version or spec.package.python_version
         arch = arch or spec.package.arch
@@ -158,7 +188,9 @@ def smoke_event(ws: Workspace, name: str, samples: int = 2) -> dict[str, Any]:
 class BuildRow:
     name: str
     task: str = ""
-    chosen: str | None = None
+    chosen: dict[str, str | None] = field(default_factory=dict)
+    shipped: str | None = None
+    fallback: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)
     zip_bytes: int | None = None
@@ -173,18 +205,19 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
 
     row = BuildRow(spec.name)
     try:
-        selection = prepare_spec(spec, ws, force, report)
-        row.chosen = selection["chosen"]
-        for variant in [FLOAT_VARIANT, *spec.convert.variants]:
-            try:
-                manifest = read_manifest(ws.variant_dir(spec.name, variant))
-            except ModelLoadError:
-                continue
-            row.task = manifest.task
-            row.sizes[variant] = manifest.model.size_bytes
-            row.metrics[variant] = format_metric(manifest.task, manifest.metrics["held_out"])
+        card = compress_spec(spec, ws, force, report)
+        row.task = card["task"]
+        row.chosen = card["gate"]["chosen"]
+        row.fallback = card["gate"]["fallback"]
+        by_name = {r["variant"]: r for r in card["variants"]}
+        shipped = chosen_variant(ws, spec.name, spec.package.variant, spec.package.format).name
+        for variant in ("tflite-float32", shipped):
+            if by_name.get(variant, {}).get("size_bytes"):
+                row.sizes[variant] = by_name[variant]["gzip_bytes"]
+                row.metrics[variant] = _metric_text(card, by_name[variant]["metric_value"])
+        row.shipped = shipped
         report("packaging for AWS Lambda")
-        package = package_lambda(variant_dir_for(spec, ws, None), ws.lambda_dir(spec.name), ws.cache(),
+        package = package_lambda(ws.variant_dir(spec.name, shipped), ws.lambda_dir(spec.name), ws.cache(),
                                  spec.package.python_version, spec.package.arch)
         row.zip_bytes, row.warnings = package.zipped_bytes, package.warnings
         report("invoking locally through awslambdaric")
@@ -200,6 +233,12 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
     except UserError as exc:
         row.error = str(exc)
     return row
+
+
+def _metric_text(card: dict[str, Any], value: float) -> str:
+    if card["metric"] in ("accuracy", "agreement"):
+        return f"{card['metric'][:3]} {value * 100:.2f}%"
+    return f"{card['metric'].replace('_', '-')} {value:.4g}"
 
 
 def _short(prediction: dict[str, Any]) -> str:

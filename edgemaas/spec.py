@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import UserError
 
-TFLITE_VARIANTS = ("tflite-float32", "tflite-int8")
+# Every variant `compress` can make, in the order it makes them. Intermediate Keras models (pruned, clustered,
+# quantization-aware) are made on the way when a variant needs them.
+DEFAULT_VARIANTS = (
+    "tflite-float32", "tflite-float16", "tflite-dynamic", "tflite-int8", "tflite-int16x8",
+    "tflite-pruned", "tflite-pruned-dynamic", "tflite-pruned-int8",
+    "tflite-clustered", "tflite-clustered-int8", "tflite-qat-int8",
+    "onnx-float32", "onnx-float16", "onnx-dynamic", "onnx-qdq",
+)
 
 
 class _Section(BaseModel):
@@ -63,20 +70,53 @@ class TrainSection(_Section):
     timeout_s: int = Field(3600, ge=10, description="training runs in its own process, stopped after this")
 
 
-class ConvertSection(_Section):
-    variants: list[Literal["tflite-float32", "tflite-int8"]] = Field(default_factory=lambda: list(TFLITE_VARIANTS))
-    representative_samples: int = Field(200, ge=1)
+class PruningSection(_Section):
+    target_sparsity: float = Field(0.8, gt=0, lt=1)
+    epochs: int = Field(4, ge=1, description="fine-tuning epochs while sparsity ramps up")
+
+
+class ClusteringSection(_Section):
+    clusters: int = Field(16, ge=2, le=256)
+    epochs: int = Field(3, ge=1)
+
+
+class QatSection(_Section):
+    epochs: int = Field(3, ge=1)
+
+
+class OnnxSection(_Section):
+    opset: int = Field(17, ge=17, le=21)
+    per_channel: bool = False
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+class CompressSection(_Section):
+    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    representative_samples: int = Field(200, ge=1, description="calibration samples from the training split")
     calibration_headroom: float = Field(0.0, ge=0, le=10, description="widen int8 ranges by this fraction")
-    timeout_s: int = Field(600, ge=10, description="per conversion, run in its own process")
+    timeout_s: int = Field(900, ge=10, description="per pass, each run in its own process")
+    pruning: PruningSection = Field(default_factory=PruningSection)
+    clustering: ClusteringSection = Field(default_factory=ClusteringSection)
+    qat: QatSection = Field(default_factory=QatSection)
+    onnx: OnnxSection = Field(default_factory=OnnxSection)
+
+    @model_validator(mode="after")
+    def _known_variants(self) -> "CompressSection":
+        unknown = [v for v in self.variants if v not in DEFAULT_VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(DEFAULT_VARIANTS)}")
+        return self
 
 
 class GateSection(_Section):
     max_metric_drop: float = Field(1.0, ge=0, description="accuracy points, or percent of RMSE")
     objective: Literal["smallest", "fastest"] = "smallest"
+    size: Literal["raw", "gzip"] = Field("gzip", description="which size 'smallest' compares")
 
 
 class PackageSection(_Section):
     variant: str | None = Field(None, description="override the gate's choice")
+    format: Literal["tflite", "onnx"] = Field("tflite", description="which format's gate choice ships by default")
     python_version: str | None = Field(None, pattern=r"^3\.(1[0-3])$")
     arch: Literal["x86_64", "arm64"] = "x86_64"
     memory_mb: int = Field(512, ge=128, le=10240)
@@ -89,7 +129,7 @@ class Spec(_Section):
     model: ModelSection
     data: DataSection | None = None
     train: TrainSection = Field(default_factory=TrainSection)
-    convert: ConvertSection = Field(default_factory=ConvertSection)
+    compress: CompressSection = Field(default_factory=CompressSection)
     gate: GateSection = Field(default_factory=GateSection)
     package: PackageSection = Field(default_factory=PackageSection)
     source: Path | None = Field(None, exclude=True)  # the YAML file this came from

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgemaas.pipeline import prepare_spec
+from edgemaas.pipeline import compress_spec
 from edgemaas.spec import Spec, load_spec
 from edgemaas.workspace import Workspace
 
@@ -22,18 +22,20 @@ def specs() -> dict[str, Spec]:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, specs: dict[str, Spec]) -> Workspace:
-    """All four built-in models trained, converted (float32 + full int8) and gated, in a session workspace."""
+    """All four built-in models trained, compressed to float32 and full-int8 TFLite and gated, in a session
+    workspace. (Every other variant is tested on one model in test_compress.py, to keep the suite quick.)"""
     ws = Workspace(tmp_path_factory.mktemp("workspace"))
     for spec in specs.values():
-        prepare_spec(spec, ws)
+        quick = spec.model_copy(deep=True)
+        quick.compress.variants = ["tflite-float32", "tflite-int8"]
+        compress_spec(quick, ws)
     return ws
 
 
 @pytest.fixture(scope="session")
 def packaged_cnn(trained: Workspace, specs: dict[str, Spec]) -> Path:
-    from edgemaas.pipeline import variant_dir_for
     from edgemaas.packaging.lambda_zip import package_lambda
+    from edgemaas.pipeline import chosen_variant
 
-    package = package_lambda(variant_dir_for(specs["cnn"], trained, None), trained.lambda_dir("cnn"),
-                             trained.cache())
+    package = package_lambda(chosen_variant(trained, "cnn"), trained.lambda_dir("cnn"), trained.cache())
     return Path(package.zip_path)

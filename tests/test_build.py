@@ -33,7 +33,9 @@ def test_build_end_to_end(tmp_path: Path, monkeypatch) -> None:
     assert "edgemaas build" in result.output and "linear" in result.output
     assert "ok: " in result.output and "ms" in result.output
     selection = json.loads((tmp_path / "build/linear/selection.json").read_text())
-    assert selection["chosen"] in ("tflite-float32", "tflite-int8")
+    assert selection["default"] == selection["chosen"]["tflite"]
+    assert (tmp_path / "build/linear" / selection["default"] / "manifest.json").exists()
+    assert (tmp_path / "dist/linear/report/report.md").exists()
     assert (tmp_path / "dist/linear/lambda/function.zip").exists()
     # A second build reuses the trained and converted model.
     again = CliRunner().invoke(cli, ["build", str(MODELS / "linear.yaml")])

@@ -38,7 +38,7 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "name: m\nmodel: {architecture: cnn}\ndata: {dataset: digits}\ntrainning: {}\n")
-    assert "  trainning: unknown key; expected one of: name, description, model, data, train, convert, gate, " \
+    assert "  trainning: unknown key; expected one of: name, description, model, data, train, compress, gate, " \
            "package" in error_of(path)
 
 

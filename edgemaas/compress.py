@@ -1,0 +1,420 @@
+"""`compress`: make every variant, measure each against the float model on held-out data, gate, report.
+
+Each pass and each evaluation runs in its own process (edgemaas.isolate): a converter that crashes or hangs becomes
+a recorded failure with its message, and the run goes on. Variants whose inputs did not change are reused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .errors import StageFailed, UserError
+from .evaluation import PRIMARY, metric_drop, metrics, parity_metrics
+from .isolate import run_isolated
+from .passes import KERAS_ROOT, ONNX_ROOT, SAVEDMODEL_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, \
+    tflite_passes
+from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec, load_model, read_manifest
+from .runtime.manifest import sha256_file
+from .runtime.processing import InputProcessor, OutputProcessor
+from .signature import variant_manifest
+from .spec import CompressSection, GateSection
+from .workspace import Workspace
+
+Report = Callable[[str], None]
+PARITY_SAMPLES = 100
+
+
+@dataclass
+class DataFiles:
+    """Arrays the passes and evaluations share, written once per compress run under build/<name>/compress-data."""
+
+    directory: Path
+    labelled_eval: bool  # y_test exists: the metric is real; otherwise parity with the reference model
+    finetune: bool  # labelled training data for the TF-MOT passes
+
+    @property
+    def representative(self) -> Path:
+        return self.directory / "representative.npy"
+
+    @property
+    def finetune_path(self) -> Path:
+        return self.directory / "finetune.npz"
+
+    @property
+    def parity(self) -> Path:
+        return self.directory / "parity.npy"
+
+    @property
+    def reference(self) -> Path:
+        return self.directory / "reference.npy"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.directory / "eval.npz"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted(self.directory.glob("*")):
+            if path.name != "reference.npy":
+                digest.update(path.name.encode() + path.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+def prepare_data(ws: Workspace, root: Manifest, compress: CompressSection, seed: int, labelled_train: bool,
+                 data_source: Path) -> DataFiles:
+    """Preprocess once: calibration samples (with headroom), fine-tuning data, held-out eval and parity inputs."""
+    directory = ws.model_dir(root.name) / "compress-data"
+    directory.mkdir(parents=True, exist_ok=True)
+    with np.load(data_source) as data:
+        arrays = {k: data[k] for k in data.files}
+    processor = InputProcessor(root.preprocessing[0], root.limits)
+    x_train = arrays["x_train"]
+    chosen = x_train[np.random.default_rng(seed).permutation(len(x_train))[: compress.representative_samples]]
+    if compress.calibration_headroom and chosen.dtype.kind == "f":
+        chosen = np.concatenate([chosen, chosen * (1.0 + compress.calibration_headroom)])
+    files = DataFiles(directory, labelled_eval="y_test" in arrays, finetune=labelled_train and "y_train" in arrays)
+    _save_npy(files.representative, processor.transform(chosen))
+    x_test = processor.transform(arrays["x_test"])
+    _save_npy(files.parity, x_test[:PARITY_SAMPLES])
+    _save_npz(files.eval_path, x=x_test, **({"y": arrays["y_test"]} if files.labelled_eval else {}))
+    if files.finetune:
+        x, y = processor.transform(x_train), arrays["y_train"]
+        if root.postprocessing["kind"] == "regression":
+            y = ((y - root.postprocessing["mean"]) / root.postprocessing["std"]).astype(np.float32)
+        order = np.random.default_rng(seed).permutation(len(x))
+        split = max(1, int(len(x) * 0.9))
+        _save_npz(files.finetune_path, x=x[order[:split]], y=y[order[:split]], x_val=x[order[split:]],
+                  y_val=y[order[split:]])
+    return files
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Jobs run in child processes
+
+
+def _reference_job(root_dir: str, root_file: str, parity_path: str, eval_path: str) -> dict[str, Any]:
+    """Outputs of the reference (float) model on the parity inputs, in the caller's units, and its eval outputs."""
+    manifest = read_manifest(Path(root_dir))
+    post = OutputProcessor(manifest.postprocessing)
+    if manifest.model.format in ("keras", "h5", "savedmodel"):
+        from .passes.tfmot_passes import load_keras
+
+        model = load_keras(root_file)
+        predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
+    else:
+        serving = load_model(root_dir)
+        predict = lambda x: serving.infer([x])[0]  # noqa: E731
+    with np.load(eval_path) as data:
+        eval_values = post.values(predict(data["x"]))
+    return {"parity": post.values(predict(np.load(parity_path))), "eval": eval_values}
+
+
+def _evaluate_job(variant_dir: str, eval_path: str, parity_path: str, reference: dict[str, Any],
+                  latency_runs: int = 200) -> dict[str, Any]:
+    """A shipped variant through the serving runtime: metric, parity with the reference, sparsity, p50 latency."""
+    model = load_model(variant_dir)
+    with np.load(eval_path) as data:
+        x, y = data["x"], (data["y"] if "y" in data.files else None)
+    values = model.output_values([x])
+    parity = model.output_values([np.load(parity_path)])
+    result: dict[str, Any] = {
+        "parity_max_abs": float(np.max(np.abs(parity - reference["parity"]))),
+        "sparsity": model_sparsity(Path(variant_dir) / model.manifest.model.file),
+        "backend": model.backend.name,
+    }
+    if y is not None:
+        result["held_out"] = metrics(model.manifest.task, y, values)
+    else:
+        result["held_out"] = parity_metrics(reference["eval"], values)
+    single = [x[:1]]
+    model.infer(single)  # the first invoke allocates
+    timings = []
+    for _ in range(latency_runs):
+        start = time.perf_counter()
+        model.infer(single)
+        timings.append(time.perf_counter() - start)
+    result["latency_p50_ms"] = float(np.median(timings) * 1000)
+    return result
+
+
+def model_sparsity(path: Path) -> float:
+    """Fraction of exact zeros over the weight tensors (2-D and up) stored in a .tflite or .onnx file."""
+    weights: list[np.ndarray] = []
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    elif path.suffix == ".tflite":
+        from ai_edge_litert import schema_py_generated as schema
+
+        model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+        sizes = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 7: 2, 9: 1}  # TensorType -> bytes: FLOAT32, FLOAT16, INT32, ...
+        for graph in model.subgraphs:
+            for tensor in graph.tensors:
+                data = model.buffers[tensor.buffer].data
+                shape = tensor.shape if tensor.shape is not None else []
+                if data is None or len(shape) < 2 or tensor.type not in sizes:
+                    continue
+                raw = np.asarray(data, dtype=np.uint8).tobytes()
+                weights.append(np.frombuffer(raw, dtype=f"u{sizes[tensor.type]}" if sizes[tensor.type] > 1 else "u1"))
+    kernels = [w for w in weights if w.size > 1]
+    total = sum(w.size for w in kernels)
+    return float(sum(int(np.count_nonzero(w == 0)) for w in kernels) / total) if total else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection, gate: GateSection,
+                   data_source: Path, labelled_train: bool, eval_description: str, seed: int = 0,
+                   force: bool = False, report: Report = lambda _: None) -> dict[str, Any]:
+    """Make, measure and gate every wanted variant of the model whose root variant is `root`."""
+    name, task = root_manifest.name, root_manifest.task
+    root_dir = ws.variant_dir(name, root)
+    data = prepare_data(ws, root_manifest, compress, seed, labelled_train, data_source)
+    report("measuring the reference model")
+    reference = run_isolated(_reference_job, str(root_dir), str(root_dir / root_manifest.model.file),
+                             str(data.parity), str(data.eval_path), timeout=compress.timeout_s,
+                             log_path=ws.model_dir(name) / "reference.log")
+    if data.labelled_eval:
+        with np.load(data.eval_path) as arrays:
+            reference_metric = metrics(task, arrays["y"], reference["eval"])
+    else:
+        reference_metric = parity_metrics(reference["eval"], reference["eval"])
+    metric_name = PRIMARY[task][0] if data.labelled_eval else reference_metric["metric"]
+
+    variants, skipped = plan(compress.variants, compress, task, root, data.finetune)
+    stamp = data.fingerprint()
+    manifests: dict[str, Manifest] = {root: root_manifest}
+    rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    for variant in variants:
+        if variant.parent in failed:
+            failed[variant.name] = f"its parent {variant.parent} failed"
+            rows.append(_row(variant, "skipped", failed[variant.name]))
+            continue
+        report(f"{variant.name}")
+        try:
+            manifest = _make_variant(ws, variant, manifests, root_manifest, data, reference, compress, stamp, force)
+        except StageFailed as exc:
+            failed[variant.name] = _first_lines(str(exc))
+            rows.append(_row(variant, "failed", failed[variant.name]))
+            continue
+        manifests[variant.name] = manifest
+        if variant.ships:
+            rows.append(_measured_row(variant, manifest, task, reference_metric, data.labelled_eval))
+    for variant_name, reason in skipped.items():
+        rows.append({"variant": variant_name, "format": variant_name.split("-")[0], "parent": None,
+                     "status": "skipped", "reason": reason, **_EMPTY})
+    _size_ratios(rows)
+    selection = choose(rows, gate, task, data.labelled_eval, root)
+    return {
+        "model": name, "task": task, "metric": metric_name, "higher_is_better": _higher(metric_name),
+        "metric_source": "labels" if data.labelled_eval else "parity", "eval_data": eval_description,
+        "drop_unit": _unit(metric_name), "reference": {
+            "variant": root, "metric_value": reference_metric[metric_name],
+            "size_bytes": root_manifest.model.size_bytes, "gzip_bytes": _gzip_size(root_dir, root_manifest)},
+        "gate": selection, "variants": rows,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "edgemaas_version": __version__,
+    }
+
+
+_EMPTY = {k: None for k in ("metric_value", "metric_drop", "size_bytes", "gzip_bytes", "size_ratio", "gzip_ratio",
+                            "sparsity", "parity_max_abs", "latency_p50_ms", "runtime")}
+
+
+def _row(variant: Variant, status: str, reason: str) -> dict[str, Any]:
+    return {"variant": variant.name, "format": variant.format, "parent": variant.parent, "status": status,
+            "reason": reason, "notes": [], **_EMPTY}
+
+
+def _measured_row(variant: Variant, manifest: Manifest, task: str, reference: dict, labelled: bool) -> dict:
+    m = manifest.metrics
+    metric_name = PRIMARY[task][0] if labelled else reference["metric"]
+    notes = manifest.provenance.get("notes", {})
+    return {
+        "variant": variant.name, "format": variant.format, "parent": variant.parent, "status": "measured",
+        "reason": "", "metric_value": m["held_out"][metric_name], "metric_drop": m["metric_drop"],
+        "size_bytes": manifest.model.size_bytes, "gzip_bytes": m["gzip_bytes"], "size_ratio": None,
+        "gzip_ratio": None, "sparsity": m["sparsity"], "parity_max_abs": m["parity_max_abs"],
+        "latency_p50_ms": m["latency_p50_ms"], "runtime": m["backend"],
+        "notes": [f"{k}: {v}" for k, v in notes.items() if k in ("recurrent", "layers_skipped", "excluded",
+                                                                  "preprocess", "fixed_batch", "warnings") and v],
+    }
+
+
+def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest], root: Manifest, data: DataFiles,
+                  reference: dict[str, Any], compress: CompressSection, stamp: str, force: bool) -> Manifest:
+    parent = manifests[variant.parent]
+    parent_dir = ws.variant_dir(root.name, variant.parent)
+    fingerprint = hashlib.sha256(json.dumps([variant.name, variant.parent, variant.settings, parent.model.sha256,
+                                             stamp], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    out_dir = ws.variant_dir(root.name, variant.name)
+    if not force:
+        try:
+            existing = read_manifest(out_dir)
+            if existing.provenance.get("fingerprint") == fingerprint:
+                return existing
+        except ModelLoadError:
+            pass
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    source = parent_dir / parent.model.file
+    out = tmp / variant.file
+    started = time.perf_counter()
+    notes = run_isolated(variant.job, *_job_args(variant, source, parent, out, data, compress),
+                         timeout=compress.timeout_s, log_path=tmp / "pass.log")
+    provenance = {"created_by": f"edgemaas {__version__}", "pass": variant.name, "parent": parent.model.sha256,
+                  "parent_variant": variant.parent, "settings": variant.settings, "notes": notes,
+                  "seconds": round(time.perf_counter() - started, 2), "fingerprint": fingerprint}
+    if variant.ships:
+        try:
+            manifest = variant_manifest(root, out, variant.name, provenance)
+        except ModelLoadError as exc:
+            raise StageFailed(f"the runtime cannot load the result: {exc}") from None
+        manifest.save(tmp)
+        measured = run_isolated(_evaluate_job, str(tmp), str(data.eval_path), str(data.parity), reference,
+                                timeout=compress.timeout_s, log_path=tmp / "evaluate.log")
+        reference_metric = (metrics(root.task, np.load(data.eval_path)["y"], reference["eval"]) if data.labelled_eval
+                            else parity_metrics(reference["eval"], reference["eval"]))
+        task = root.task if data.labelled_eval else "parity"
+        manifest.metrics = {**measured, "gzip_bytes": len(gzip.compress(out.read_bytes(), 9)),
+                            "metric_drop": metric_drop(task, reference_metric, measured["held_out"])}
+    else:
+        manifest = Manifest(name=root.name, variant=variant.name, task=root.task,
+                            model=ModelFile(variant.file, "keras", sha256_file(out), out.stat().st_size),
+                            inputs=root.inputs, outputs=root.outputs, preprocessing=root.preprocessing,
+                            postprocessing=root.postprocessing, limits=root.limits, provenance=provenance)
+    manifest.save(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return manifest
+
+
+def _job_args(variant: Variant, source: Path, parent: Manifest, out: Path, data: DataFiles,
+              compress: CompressSection) -> tuple:
+    settings = variant.settings
+    if variant.job is tflite_passes.convert_keras:
+        return (str(source), str(out), settings["mode"],
+                str(data.representative) if "representative" in variant.inputs else None)
+    if variant.trains:
+        return (str(source), str(out), str(data.finetune_path), settings["task"], settings)
+    if variant.job is onnx_passes.export_onnx:
+        source_format = "tflite" if parent.model.format == "tflite" else "keras"
+        return (str(source), source_format, str(out), settings["opset"], str(data.parity), 1e-3)
+    if variant.job is onnx_passes.quantize_static:
+        return (str(source), str(out), str(data.representative), settings["method"], settings["per_channel"])
+    if variant.job is onnx_passes.quantize_dynamic:
+        return (str(source), str(out), settings["per_channel"])
+    return (str(source), str(out))
+
+
+def _size_ratios(rows: list[dict[str, Any]]) -> None:
+    """Sizes relative to the float32 model of the same format, as a user compares them."""
+    base = {}
+    for row in rows:
+        if row["variant"] in ("tflite-float32", "onnx-float32", TFLITE_ROOT, ONNX_ROOT) and row["size_bytes"]:
+            base[row["format"]] = row
+    for row in rows:
+        ref = base.get(row["format"])
+        if ref and row["size_bytes"]:
+            row["size_ratio"] = row["size_bytes"] / ref["size_bytes"]
+            row["gzip_ratio"] = row["gzip_bytes"] / ref["gzip_bytes"]
+
+
+def choose(rows: list[dict[str, Any]], gate: GateSection, task: str, labelled: bool, root: str) -> dict[str, Any]:
+    """Per output format, the best variant within the metric budget; rejected ones keep the reason."""
+    unit = _unit(PRIMARY[task][0] if labelled else ("agreement" if task == "classification" else "output_rmse"))
+    key = "latency_p50_ms" if gate.objective == "fastest" else ("gzip_bytes" if gate.size == "gzip" else "size_bytes")
+    chosen: dict[str, str | None] = {}
+    fallback = []
+    for fmt in sorted({r["format"] for r in rows if r["format"] in ("tflite", "onnx")}):
+        measured = [r for r in rows if r["format"] == fmt and r["status"] == "measured"]
+        passing = []
+        for row in measured:
+            if row["metric_drop"] <= gate.max_metric_drop:
+                row["status"] = "passed"
+                passing.append(row)
+            else:
+                row["status"] = "rejected"
+                row["reason"] = (f"metric drop {row['metric_drop']:.2f} {unit} exceeds the budget of "
+                                 f"{gate.max_metric_drop} {unit}")
+        if passing:
+            best = min(passing, key=lambda r: (r[key], r["variant"]))
+            best["status"] = "chosen"
+            chosen[fmt] = best["variant"]
+        else:
+            floats = [r for r in measured if r["variant"] in (f"{fmt}-float32", f"{fmt}-original")]
+            chosen[fmt] = floats[0]["variant"] if floats else None
+            fallback.append(fmt)
+    default = chosen.get("tflite") or chosen.get("onnx")
+    return {"max_metric_drop": gate.max_metric_drop, "objective": gate.objective, "size": gate.size,
+            "chosen": chosen, "default": default, "fallback": fallback, "unit": unit}
+
+
+def _higher(metric_name: str) -> bool:
+    return metric_name in ("accuracy", "agreement")
+
+
+def _unit(metric_name: str) -> str:
+    return {"accuracy": "accuracy points", "agreement": "agreement points", "rmse": "% of RMSE",
+            "output_rmse": "% of output scale"}[metric_name]
+
+
+def _gzip_size(directory: Path, manifest: Manifest) -> int | None:
+    path = directory / manifest.model.file
+    return len(gzip.compress(path.read_bytes(), 9)) if path.is_file() else None
+
+
+def _first_lines(message: str, count: int = 3) -> str:
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return " / ".join(lines[:count])[:600]
+
+
+def save_report(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
+    from .report import write_report
+
+    paths = write_report(report, ws.dist / report["model"] / "report")
+    tmp = ws.selection_file(report["model"]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(report["gate"], indent=2) + "\n")
+    os.replace(tmp, ws.selection_file(report["model"]))
+    return paths
+
+
+def describe_root(root: str) -> str:
+    return {KERAS_ROOT: "Keras float32", SAVEDMODEL_ROOT: "SavedModel", TFLITE_ROOT: "your .tflite",
+            ONNX_ROOT: "your .onnx"}[root]
+
+
+def check_not_empty(report: dict[str, Any]) -> None:
+    if not any(r["status"] in ("chosen", "passed", "rejected") for r in report["variants"]):
+        reasons = "; ".join(f"{r['variant']}: {r['reason']}" for r in report["variants"])
+        raise UserError(f"{report['model']}: no variant could be made: {reasons}")
+
+
+__all__ = ["compress_model", "choose", "save_report", "model_sparsity", "TensorSpec"]

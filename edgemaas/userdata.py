@@ -1,0 +1,113 @@
+"""Calibration and evaluation data the user brings for a model: .npy, .npz or CSV, checked against the model.
+
+Every mistake names the file, what it holds and what the model expects.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .runtime import Manifest
+from .workspace import Workspace
+
+
+def load_arrays(path: Path, sample_shape: list[int], role: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y or None) from a file. .npz: arrays x and y (or x_test/y_test, or the first array); .npy: x only;
+    CSV: numeric rows of the input features, plus one last column for the target when there is one."""
+    option = f"--{role}-data"
+    if not path.exists():
+        raise UserError(f"{option} {path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            x, y = np.load(path, allow_pickle=False), None
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                keys = data.files
+                xk = next((k for k in ("x", "x_test", "inputs") if k in keys), keys[0] if keys else None)
+                yk = next((k for k in ("y", "y_test", "labels", "targets") if k in keys), None)
+                if xk is None:
+                    raise UserError(f"{option} {path}: the .npz holds no arrays")
+                x, y = data[xk], (data[yk] if yk else None)
+        elif suffix == ".csv":
+            x, y = _csv(path, sample_shape, option)
+        else:
+            raise UserError(f"{option} {path}: expected a .npy, .npz or .csv file")
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{option} {path}: cannot read it: {exc}") from None
+    if x.dtype.kind not in "biuf":
+        raise UserError(f"{option} {path}: inputs have dtype {x.dtype}; expected numbers (float or int)")
+    expected = tuple(sample_shape)
+    if x.ndim == len(expected) and x.shape == expected:
+        x = x[None]
+    if tuple(x.shape[1:]) != expected:
+        raise UserError(f"{option} {path}: inputs have shape {list(x.shape)}; the model takes "
+                        f"[N, {', '.join(map(str, expected))}]")
+    if len(x) == 0:
+        raise UserError(f"{option} {path}: holds no samples")
+    if not np.all(np.isfinite(x)):
+        raise UserError(f"{option} {path}: inputs contain NaN or Infinity")
+    if y is not None and len(y) != len(x):
+        raise UserError(f"{option} {path}: {len(x)} inputs but {len(y)} targets")
+    return x.astype(np.float32), y
+
+
+def _csv(path: Path, sample_shape: list[int], option: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if len(sample_shape) != 1:
+        raise UserError(f"{option} {path}: CSV holds tabular data, but the model takes samples of shape "
+                        f"{sample_shape}; use .npy or .npz")
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header
+    features = sample_shape[0]
+    widths = {len(row) for row in rows}
+    if not rows or len(widths) != 1 or widths.pop() not in (features, features + 1):
+        raise UserError(f"{option} {path}: expected {features} columns (features) or {features + 1} (features and "
+                        "a last target column) in every row")
+    table = np.asarray(rows, dtype=np.float64)
+    if table.shape[1] == features:
+        return table, None
+    return table[:, :features], table[:, features]
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def dataset_for_model(manifest: Manifest, ws: Workspace, calibration: Path | None,
+                      evaluation: Path | None) -> tuple[Path, str]:
+    """Write build/<name>/data.npz from the user's files; return it and a description of the eval data."""
+    if calibration is None and evaluation is None:
+        raise UserError("compressing a model you bring needs data: give --calibration-data (inputs like the ones "
+                        "it will serve) and, to measure accuracy, --eval-data (inputs with targets)")
+    shape = manifest.preprocessing[0]["shape"]
+    x_cal, _ = load_arrays(calibration, shape, "calibration") if calibration else (None, None)
+    x_eval, y_eval = load_arrays(evaluation, shape, "eval") if evaluation else (None, None)
+    arrays = {"x_train": x_cal if x_cal is not None else x_eval, "x_test": x_eval if x_eval is not None else x_cal}
+    if y_eval is not None:
+        arrays["y_test"] = y_eval if y_eval.dtype.kind in "iu" or not _integral(y_eval) else y_eval.astype(np.int64)
+        description = f"{evaluation} ({len(x_eval)} labelled samples)"
+    else:
+        source = evaluation or calibration
+        description = f"{source} ({len(arrays['x_test'])} samples, no labels: agreement with the original model)"
+    path = ws.data_file(manifest.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".data.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path, description
+
+
+def _integral(y: np.ndarray) -> bool:
+    """Float targets that are all whole numbers, as class ids saved from a CSV are."""
+    return bool(np.all(np.mod(y, 1) == 0)) and y.ndim == 1 and len(np.unique(y)) <= max(2, len(y) // 2)
