@@ -129,8 +129,17 @@ def tflite_constants(path: Path) -> dict[str, Any]:
                 name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
                 largest_float = (len(data), name)
     constants = sum(by_type.values())
+    operators = sum(len(graph.operators or []) for graph in model.subgraphs or [])
+    while_code = getattr(schema.BuiltinOperator, "WHILE", None)
+    loops = sum(1 for graph in model.subgraphs or [] for op in graph.operators or []
+                if while_code is not None and max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                                                  model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+                == while_code)
+    subgraphs = len(model.subgraphs or [])
     return {"file_bytes": len(raw), "constant_bytes": constants, "other_bytes": len(raw) - constants,
             "by_type": by_type, "constant_gzip_bytes": len(gzip.compress(b"".join(chunks), 9)),
+            "structure": f"{_plural(operators, 'operator')} in {_plural(subgraphs, 'subgraph')}"
+                         + (f" ({_plural(loops, 'WHILE loop')})" if loops else ""),
             "largest_float": {"bytes": largest_float[0], "name": largest_float[1]} if largest_float[0] else None}
 
 
@@ -161,6 +170,9 @@ def onnx_constants(path: Path) -> dict[str, Any]:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return {"file_bytes": size, "constant_bytes": constants, "other_bytes": size - constants, "by_type": by_type,
             "constant_gzip_bytes": len(gzip.compress(b"".join(chunks), 9)), "ops": ops,
+            "structure": f"{sum(ops.values())} nodes"
+                         + (f" ({ops.get('QuantizeLinear', 0)} QuantizeLinear, {ops.get('DequantizeLinear', 0)} "
+                            "DequantizeLinear)" if "DequantizeLinear" in ops else ""),
             "largest_float": {"bytes": largest_float[0], "name": largest_float[1]} if largest_float[0] else None}
 
 
@@ -172,6 +184,10 @@ def constants_of(ws: Any, model: str, variant: str) -> dict[str, Any] | None:
         return tflite_constants(path) if path.suffix == ".tflite" else onnx_constants(path)
     except Exception as exc:  # a measurement aid only: never let it break the benchmark
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _types(by_type: dict[str, int]) -> str:
@@ -245,6 +261,8 @@ def _ratio_check(ws: Any, name: str, rows_by: dict[str, dict[str, Any]], variant
     if check["result"] == "MISSED":
         check["explanation"] = (_gzip_explanation(row, ref, mine, theirs, target) if key == "gzip_bytes"
                                 else _size_explanation(variant, mine, theirs, target))
+        if check.get("note"):
+            check["explanation"] += f" (also: {check['note']})"
     return check
 
 
@@ -257,7 +275,8 @@ def _size_explanation(variant: str, mine: dict[str, Any] | None, theirs: dict[st
     weights_only = weights / theirs["file_bytes"] if theirs["file_bytes"] else float("nan")
     detail = (f"{variant}: constants {kb(weights)} of the {kb(file_bytes)} file ({_types(mine['by_type'])}), "
               f"other {kb(other)}; float32 file: constants {kb(theirs['constant_bytes'])} of "
-              f"{kb(theirs['file_bytes'])}, other {kb(theirs['other_bytes'])}")
+              f"{kb(theirs['file_bytes'])}, other {kb(theirs['other_bytes'])}; graph: {mine['structure']} vs "
+              f"{theirs['structure']} in float32")
     if other >= weights:
         lead = (f"graph structure dominates: weights are {kb(weights)} of {kb(file_bytes)} "
                 f"(weights alone would be {weights_only:.3f}x the float32 file)")
@@ -277,6 +296,14 @@ def _size_explanation(variant: str, mine: dict[str, Any] | None, theirs: dict[st
 def _gzip_explanation(row: dict[str, Any], ref: dict[str, Any], mine: dict[str, Any] | None,
                       theirs: dict[str, Any] | None, target: float) -> str:
     sparsity = row.get("sparsity")
+    leads = []
+    if mine and "error" not in mine and mine["other_bytes"] > mine["constant_bytes"]:
+        leads.append(f"graph structure dominates ({kb(mine['other_bytes'])} of the {kb(mine['file_bytes'])} raw file "
+                     "is not constant data)")
+    if sparsity is not None and sparsity < 0.75:
+        leads.append(f"weights are only {sparsity:.1%} zeros")
+    if mine and "error" not in mine and mine["constant_gzip_bytes"] / ref["gzip_bytes"] <= target:
+        leads.append("the constants alone would meet it")
     text = (f"{row['variant']}: weight sparsity {sparsity:.1%}, " if sparsity is not None else f"{row['variant']}: ")
     text += f"gzip {kb(row['gzip_bytes'])} of raw {kb(row['size_bytes'])}"
     if mine and "error" not in mine:
@@ -284,14 +311,12 @@ def _gzip_explanation(row: dict[str, Any], ref: dict[str, Any], mine: dict[str, 
         text += (f"; its constants are {kb(mine['constant_bytes'])} raw, {kb(mine['constant_gzip_bytes'])} gzipped "
                  f"alone ({share:.3f}x the float32 gzip), the other {kb(mine['other_bytes'])} raw bytes are graph "
                  "structure and quantization parameters")
-        if share <= target:
-            text = "the constants alone would meet it; graph structure tips it over: " + text
-        elif (row.get("sparsity") or 0) < 0.75:
-            text = f"weights are only {row['sparsity']:.1%} zeros: " + text
     if theirs and "error" not in theirs:
         text += (f"; float32: gzip {kb(ref['gzip_bytes'])}, constants {kb(theirs['constant_bytes'])} of "
                  f"{kb(theirs['file_bytes'])}")
-    return text
+        if mine and "error" not in mine:
+            text += f"; graph: {mine['structure']} vs {theirs['structure']} in float32"
+    return (f"{'; '.join(leads)}. " if leads else "") + text
 
 
 def _drop_check(name: str, card: dict[str, Any], rows_by: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -383,6 +408,10 @@ def markdown(env: dict[str, Any], results: list[dict[str, Any]], errors: dict[st
         took = f", compress took {seconds[result['model']]:.0f} s" if result["model"] in seconds else ""
         lines.append(f"- **{result['model']}** (budget {gate['max_metric_drop']:g} {gate['unit']}{took}): "
                      f"{chosen}{fallback}")
+    noted = [(r["model"], c) for r in results for c in r["checks"] if c["result"] != "MISSED" and c.get("note")]
+    if noted:
+        lines += ["", "Notes:", ""]
+        lines += [f"- {model}, {_md(check['check'])}: {_md(check['note'])}" for model, check in noted]
     missed = [(r["model"], c) for r in results for c in r["checks"] if c["result"] == "MISSED"]
     if missed:
         lines += ["", "Why targets were missed:", ""]
@@ -478,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         for check in result["checks"]:
             if check["result"] == "MISSED":
                 out.print(f"  [red]MISSED[/red] {check['check']}: {check['explanation']}", highlight=False)
+            elif check.get("note"):
+                out.print(f"  note, {check['check']}: {check['note']}", highlight=False)
     for model, message in errors.items():
         out.print(f"[bold red]{model}: compress error[/bold red]: {message}", highlight=False)
 

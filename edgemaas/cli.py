@@ -153,11 +153,14 @@ def report(name: str) -> None:
 @click.option("--variant", help="Package this variant instead of the gate's choice (e.g. tflite-float32).")
 @click.option("--python-version", help="Target Python, 3.10 to 3.13 (default: this Python, or the spec's).")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="Target architecture (default x86_64).")
+@click.option("--layout", type=click.Choice(["auto", "zip", "layer", "image"]),
+              help="zip: one zip; layer: runtime in a shared layer; image: container build context; auto (default): "
+                   "the first that fits Lambda's limits.")
 @click.option("--name", help="Name for a model file you bring (default: from the file name).")
 @click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
 @_handle_errors
 def package(target: str, platform: str, variant: str | None, python_version: str | None, arch: str | None,
-            name: str | None, labels: str | None) -> None:
+            layout: str | None, name: str | None, labels: str | None) -> None:
     """Package TARGET (a spec, a built-in model name, or a model file) as an AWS Lambda function zip.
 
     \b
@@ -171,10 +174,20 @@ def package(target: str, platform: str, variant: str | None, python_version: str
     if python_version and python_version not in ("3.10", "3.11", "3.12", "3.13"):
         raise click.BadParameter("Lambda runs Python 3.10 to 3.13", param_hint="--python-version")
     result = package_target(target, _workspace(), variant, python_version, arch, name,
-                            labels.split(",") if labels else None, _status("package"))
-    console.print(f"[green]wrote[/green] {result.zip_path} ({result.variant}, Python {result.python_version} "
-                  f"{result.arch}): {_mb(result.zipped_bytes)} zipped, {_mb(result.unzipped_bytes)} unzipped "
-                  f"(Lambda limits: 50 MB zipped direct upload, 250 MB unzipped)")
+                            labels.split(",") if labels else None, layout, _status("package"))
+    if result.layout_reason:
+        console.print(f"layout {result.layout_reason}")
+    verb = "[cyan]unchanged, reusing[/cyan]" if result.reused else "[green]wrote[/green]"
+    if result.layout == "image":
+        console.print(f"{verb} container build context {result.image_context} ({result.variant}, Python "
+                      f"{result.python_version} {result.arch}): {_mb(result.unzipped_bytes)} installed")
+    else:
+        console.print(f"{verb} {result.zip_path} ({result.variant}, Python {result.python_version} {result.arch}, "
+                      f"layout {result.layout}): {_mb(result.zipped_bytes)} zipped, {_mb(result.unzipped_bytes)} "
+                      "unzipped (Lambda limits: 50 MB zipped direct upload, 250 MB unzipped with layers)")
+    if result.layer:
+        console.print(f"  runtime layer {result.layer['zip_path']}: {_mb(result.layer['zipped_bytes'])} zipped, "
+                      f"{_mb(result.layer['unzipped_bytes'])} unzipped")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
 
@@ -188,9 +201,11 @@ def package(target: str, platform: str, variant: str | None, python_version: str
               help="Memory size in MB; the function is stopped if it uses more.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 900), default=30, show_default=True,
               help="Seconds before the invoke is stopped, as Lambda does.")
+@click.option("--repeat", type=click.IntRange(1, 100_000), default=1, show_default=True,
+              help="Send the event N times to one execution environment: a cold start, then warm p50/p99.")
 @_handle_errors
 def invoke(target: str, local: bool, data: str | None, data_file: str | None, memory_mb: int,
-           timeout_s: float) -> None:
+           timeout_s: float, repeat: int) -> None:
     """Invoke a packaged function. TARGET is a function zip, its dist folder, or a model name.
 
     \b
@@ -204,11 +219,18 @@ def invoke(target: str, local: bool, data: str | None, data_file: str | None, me
         raise UserError("remote invoke needs a deployed function, which this version cannot make yet; "
                         "add --local to run the package here through the Lambda runtime client")
     event = _event(data, data_file)
-    result = invoke_local(_package_path(target), [event], memory_mb=memory_mb, timeout_s=timeout_s)[0]
+    package = _package_path(target)
+    results = invoke_local(package, [event] * repeat, layers=_layers_for(package), memory_mb=memory_mb,
+                           timeout_s=timeout_s)
+    result = results[0]
     if result.logs.strip():
         console.print(result.logs.rstrip(), markup=False, highlight=False, style="dim")
     out.print_json(json.dumps(result.payload) if not isinstance(result.payload, str) else json.dumps(result.payload))
     console.print(result.report_line(), markup=False, highlight=False)
+    _print_profile(results)
+    failed = [r for r in results[1:] if r.function_error]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {repeat} invokes failed; first: {failed[0].error_message}")
     if result.function_error:
         raise click.ClickException(f"function error ({result.function_error}): {result.error_message}")
     if isinstance(result.payload, dict) and "error" in result.payload:
@@ -301,6 +323,34 @@ def _event(data: str | None, data_file: str | None) -> Any:
                                  param_hint=source) from None
 
 
+def _layers_for(package: Path) -> list[Path]:
+    """The runtime layer a function zip needs, from the package.json written beside it."""
+    try:
+        record = json.loads((package.parent / "package.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    layer = record.get("layer") if record.get("zip_path") and Path(record["zip_path"]).name == package.name else None
+    return [Path(layer["zip_path"])] if layer else []
+
+
+def _print_profile(results: list[Any]) -> None:
+    """Cold start (where init time went: imports, model load) and, with --repeat, warm p50/p99."""
+    import re
+
+    import numpy as np
+
+    first = results[0]
+    init = re.search(r"edgemaas init: imports ([\d.]+) ms, model load ([\d.]+) ms", first.logs)
+    if first.init_duration_ms is not None:
+        parts = f"imports {init.group(1)} ms, model load {init.group(2)} ms, " if init else ""
+        console.print(f"cold start: {parts}Init Duration {first.init_duration_ms:.1f} ms, first invoke "
+                      f"{first.duration_ms:.2f} ms, Max Memory Used {first.max_memory_used_mb} MB")
+    warm = [r.duration_ms for r in results[1:] if not r.function_error and r.init_duration_ms is None]
+    if warm:
+        console.print(f"warm: {len(warm)} invokes, p50 {np.percentile(warm, 50):.3f} ms, "
+                      f"p99 {np.percentile(warm, 99):.3f} ms, max {max(warm):.3f} ms")
+
+
 def _package_path(target: str) -> Path:
     path = Path(target)
     if path.is_file():
@@ -318,7 +368,9 @@ def _kb(size: int | None) -> str:
 
 
 def _mb(size: int | None) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size else "-"
+    if not size:
+        return "-"
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.1f} KB"
 
 
 def main() -> None:

@@ -158,7 +158,7 @@ def load_selection(path: Path) -> dict[str, Any] | None:
 
 def package_target(target: str, ws: Workspace, variant: str | None = None, python_version: str | None = None,
                    arch: str | None = None, name: str | None = None, labels: list[str] | None = None,
-                   report: Report = _quiet) -> LambdaPackage:
+                   layout: str | None = None, report: Report = _quiet) -> LambdaPackage:
     """`edgemaas package`: a spec (compressed as needed) or a model file, to a Lambda zip."""
     spec = resolve_spec(target)
     if spec is None:
@@ -166,6 +166,7 @@ def package_target(target: str, ws: Workspace, variant: str | None = None, pytho
         manifest = import_model(Path(target), ws, name=name, labels=labels)
         source_dir = ws.variant_dir(manifest.name, "imported")
         model_name = manifest.name
+        memory_mb, timeout_s = 512, 30
     else:
         if variant is None and not ws.selection_file(spec.name).exists():
             compress_spec(spec, ws, report=report)
@@ -173,8 +174,11 @@ def package_target(target: str, ws: Workspace, variant: str | None = None, pytho
         model_name = spec.name
         python_version = python_version or spec.package.python_version
         arch = arch or spec.package.arch
+        layout = layout or spec.package.layout
+        memory_mb, timeout_s = spec.package.memory_mb, spec.package.timeout_s
     report("packaging for AWS Lambda")
-    return package_lambda(source_dir, ws.lambda_dir(model_name), ws.cache(), python_version, arch or "x86_64")
+    return package_lambda(source_dir, ws.lambda_dir(model_name), ws.cache(), python_version, arch or "x86_64",
+                          layout or "auto", ws.dist / "layers", memory_mb, timeout_s)
 
 
 def smoke_event(ws: Workspace, name: str, samples: int = 2) -> dict[str, Any]:
@@ -218,10 +222,15 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
         row.shipped = shipped
         report("packaging for AWS Lambda")
         package = package_lambda(ws.variant_dir(spec.name, shipped), ws.lambda_dir(spec.name), ws.cache(),
-                                 spec.package.python_version, spec.package.arch)
+                                 spec.package.python_version, spec.package.arch, spec.package.layout,
+                                 ws.dist / "layers", spec.package.memory_mb, spec.package.timeout_s)
+        if package.layout == "image":
+            row.invoke = "image: build it with docker (no local invoke)"
+            return row
         row.zip_bytes, row.warnings = package.zipped_bytes, package.warnings
         report("invoking locally through awslambdaric")
-        result = invoke_local(Path(package.zip_path), [smoke_event(ws, spec.name)],
+        layers = [Path(package.layer["zip_path"])] if package.layer else []
+        result = invoke_local(Path(package.zip_path), [smoke_event(ws, spec.name)], layers=layers,
                               memory_mb=spec.package.memory_mb, timeout_s=spec.package.timeout_s)[0]
         row.invoke_ms = result.duration_ms
         if result.function_error or (isinstance(result.payload, dict) and "error" in result.payload):

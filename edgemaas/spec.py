@@ -119,6 +119,7 @@ class PackageSection(_Section):
     format: Literal["tflite", "onnx"] = Field("tflite", description="which format's gate choice ships by default")
     python_version: str | None = Field(None, pattern=r"^3\.(1[0-3])$")
     arch: Literal["x86_64", "arm64"] = "x86_64"
+    layout: Literal["auto", "zip", "layer", "image"] = "auto"
     memory_mb: int = Field(512, ge=128, le=10240)
     timeout_s: int = Field(30, ge=1, le=900)
 

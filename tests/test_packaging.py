@@ -86,3 +86,118 @@ def test_unreadable_model_is_refused_at_package_time(trained: Workspace, tmp_pat
     (copy / "model.tflite").write_bytes(b"garbage")
     with pytest.raises(UserError, match="the runtime cannot load this model: .* does not match its manifest"):
         package_lambda(copy, tmp_path / "out", trained.cache())
+
+
+def test_zip_is_slim_but_keeps_licences_and_shared_libraries(packaged_cnn: Path) -> None:
+    with zipfile.ZipFile(packaged_cnn) as archive:
+        names = archive.namelist()
+    assert not [n for n in names if "/tests/" in n or n.endswith(".pyi")]
+    assert not [n for n in names if n.endswith(".dist-info/RECORD")]
+    assert any(".dist-info/" in n and "LICENSE" in n.upper() for n in names)
+    assert not [n for n in names if n.startswith(("ai_edge_litert/tools/", "ai_edge_litert/vendors/"))]
+    assert "ai_edge_litert/libLiteRtWebGpuAccelerator.so" not in names
+    assert [n for n in names if n.startswith("numpy.libs/") and ".so" in n]
+
+
+def test_layer_layout_and_local_invoke_with_the_layer(trained: Workspace, tmp_path: Path) -> None:
+    from edgemaas.lambda_local import invoke_local
+
+    package = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "cnn", trained.cache(),
+                             layout="layer", layers_dir=tmp_path / "layers")
+    assert package.layout == "layer" and package.zipped_bytes < 1024 * 1024
+    with zipfile.ZipFile(package.zip_path) as archive:
+        assert not [n for n in archive.namelist() if n.startswith(("numpy", "ai_edge_litert"))]
+    layer = Path(package.layer["zip_path"])
+    assert layer.name == "edgemaas-litert-py311-x86_64.zip" and package.layer["zipped_bytes"] < 40 * lambda_zip.MB
+    with zipfile.ZipFile(layer) as archive:
+        assert all(n.startswith("python/") for n in archive.namelist())
+    image = [[0, 0, 5, 13, 9, 1, 0, 0]] * 8
+    (alone,) = invoke_local(Path(package.zip_path), [{"inputs": [image]}])
+    assert alone.function_error == "Unhandled" and "No module named 'numpy'" in alone.error_message
+    (with_layer,) = invoke_local(Path(package.zip_path), [{"inputs": [image]}], layers=[layer])
+    assert with_layer.function_error is None and with_layer.payload["predictions"]
+    # A second model of the same runtime shares the layer, unchanged.
+    other = package_lambda(trained.variant_dir("rnn", "tflite-int8"), tmp_path / "rnn", trained.cache(),
+                           layout="layer", layers_dir=tmp_path / "layers")
+    assert other.layer["sha256"] == package.layer["sha256"]
+
+
+def test_a_second_package_with_nothing_changed_is_reused(trained: Workspace, tmp_path: Path) -> None:
+    first = package_lambda(trained.variant_dir("linear", "tflite-float32"), tmp_path, trained.cache())
+    mtime = Path(first.zip_path).stat().st_mtime_ns
+    again = package_lambda(trained.variant_dir("linear", "tflite-float32"), tmp_path, trained.cache())
+    assert again.reused and not first.reused
+    assert Path(again.zip_path).stat().st_mtime_ns == mtime and again.sha256 == first.sha256
+    changed = package_lambda(trained.variant_dir("linear", "tflite-float32"), tmp_path, trained.cache(),
+                             memory_mb=1024)
+    assert not changed.reused
+
+
+@pytest.mark.parametrize("code, runtime, zipped, layout", [
+    (1 * lambda_zip.MB, 80 * lambda_zip.MB, 30 * lambda_zip.MB, "zip"),
+    (1 * lambda_zip.MB, 80 * lambda_zip.MB, 50 * lambda_zip.MB, "zip"),
+    (1 * lambda_zip.MB, 80 * lambda_zip.MB, 50 * lambda_zip.MB + 1, "layer"),
+    (100 * lambda_zip.MB, 150 * lambda_zip.MB, 90 * lambda_zip.MB, "layer"),
+    (100 * lambda_zip.MB, 150 * lambda_zip.MB + 1, 90 * lambda_zip.MB, "image"),
+])
+def test_auto_layout_at_the_limits(code: int, runtime: int, zipped: int, layout: str) -> None:
+    chosen, reason = lambda_zip.choose_layout(code, runtime, zipped)
+    assert chosen == layout and reason.startswith(f"{layout}:")
+
+
+def padded_model(trained: Workspace, tmp_path: Path, megabytes: int) -> Path:
+    """A real model made large: incompressible bytes after the flatbuffer, which LiteRT ignores."""
+    import json
+    import os
+    import shutil
+
+    from edgemaas.runtime.manifest import sha256_file
+
+    variant = tmp_path / f"padded-{megabytes}"
+    shutil.copytree(trained.variant_dir("cnn", "tflite-int8"), variant)
+    with open(variant / "model.tflite", "ab") as handle:
+        for _ in range(megabytes):
+            handle.write(os.urandom(lambda_zip.MB))
+    manifest = json.loads((variant / "manifest.json").read_text())
+    manifest["model"].update(sha256=sha256_file(variant / "model.tflite"),
+                             size_bytes=(variant / "model.tflite").stat().st_size)
+    (variant / "manifest.json").write_text(json.dumps(manifest))
+    return variant
+
+
+@pytest.mark.parametrize("megabytes, layout, why", [
+    (40, "layer", "over the 50 MB direct upload"),
+    (200, "image", "over Lambda's 250 MB for code and layers"),
+])
+def test_auto_layout_with_large_generated_models(trained: Workspace, tmp_path: Path, megabytes: int, layout: str,
+                                                 why: str) -> None:
+    package = package_lambda(padded_model(trained, tmp_path, megabytes), tmp_path / "lambda", trained.cache(),
+                             layout="auto", layers_dir=tmp_path / "layers")
+    assert package.layout == layout
+    assert why in package.layout_reason
+
+
+def test_image_layout_writes_a_complete_build_context(trained: Workspace, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edgemaas.packaging.image import missing_copy_sources
+
+    package = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "lambda", trained.cache(),
+                             python_version="3.12", arch="arm64", layout="image")
+    context = Path(package.image_context)
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "FROM --platform=linux/arm64 public.ecr.aws/lambda/python:3.12" in dockerfile
+    assert 'CMD ["handler.handler"]' in dockerfile
+    assert missing_copy_sources(context) == []
+    assert (context / "model" / "model.tflite").exists() and (context / "edgemaas" / "runtime" / "model.py").exists()
+    requirements = (context / "requirements.txt").read_text().split()
+    assert [r.split("==")[0] for r in requirements] == ["numpy", "ai-edge-litert"]
+    # The requirements resolve to wheels for the image's platform (what `pip install` in the Dockerfile will do).
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                           "--implementation", "cp", "--python-version", "3.12", "--platform",
+                           "manylinux_2_27_aarch64", "--platform", "manylinux2014_aarch64", "--platform",
+                           "manylinux_2_28_aarch64", "-d", str(tmp_path / "wheels"), "-r",
+                           str(context / "requirements.txt")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "wheels").glob("*aarch64*.whl"))) == 2

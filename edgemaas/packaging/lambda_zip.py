@@ -6,6 +6,7 @@ the same sha256, which is what lets a deploy skip unchanged code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -25,11 +26,19 @@ from . import dependencies
 MB = 1024 * 1024
 DIRECT_UPLOAD_LIMIT = 50 * MB  # zipped, for a direct CreateFunction/UpdateFunctionCode upload
 UNZIPPED_LIMIT = 250 * MB  # function code plus all layers, unzipped
+IMAGE_LIMIT = 10 * 1024 * MB  # container images
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: builds differ only when content does
 HANDLER = "handler.handler"
 RUNTIME_PACKAGE_INIT = '"""edgemaas runtime, as shipped inside a package."""\n'
-_SKIP_DIRS = {"__pycache__"}
-_SKIP_SUFFIXES = (".pyc", ".pyo")
+LAYOUTS = ("auto", "zip", "layer", "image")
+_SKIP_DIRS = {"__pycache__", "tests", "test"}
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".pyi")
+# dist-info keeps what licences and metadata need; RECORD and installer bookkeeping go.
+_DIST_INFO_KEEP = ("METADATA", "WHEEL", "LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS", "top_level.txt")
+# Parts of ai-edge-litert the Interpreter API never loads: the WebGPU accelerator, the CompiledModel library, the
+# vendor SDK shims, the AOT compiler and model tools. (Proven by every local invoke, which imports the slim package.)
+_RUNTIME_EXTRAS = ("ai_edge_litert/libLiteRtWebGpuAccelerator.so", "ai_edge_litert/libLiteRt.so",
+                   "ai_edge_litert/vendors/", "ai_edge_litert/aot/", "ai_edge_litert/tools/")
 
 
 @dataclass
@@ -45,47 +54,196 @@ class LambdaPackage:
     variant: str
     model_format: str
     requirements: list[str]
+    layout: str = "zip"
+    layer: dict | None = None  # name, zip_path, sha256, zipped_bytes, unzipped_bytes (layout "layer")
+    image_context: str | None = None  # the build context folder (layout "image")
+    input_hash: str = ""  # of everything that went in: a package with the same inputs is reused
+    reused: bool = False
+    layout_reason: str = ""
+    memory_mb: int = 512
+    timeout_s: int = 30
+    model_sha256: str = ""
     warnings: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        data = {k: v for k, v in asdict(self).items() if k != "reused"}
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
 
 
 def default_python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def layer_name(model_format: str, python_version: str, arch: str) -> str:
+    runtime = "litert" if model_format == "tflite" else "onnxruntime"
+    return f"edgemaas-{runtime}-py{python_version.replace('.', '')}-{arch}"
+
+
 def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version: str | None = None,
-                   arch: str = "x86_64") -> LambdaPackage:
-    """Write out_dir/function.zip (and package.json describing it) for the model variant in variant_dir."""
+                   arch: str = "x86_64", layout: str = "zip", layers_dir: Path | None = None,
+                   memory_mb: int = 512, timeout_s: int = 30) -> LambdaPackage:
+    """Package the model variant in variant_dir for AWS Lambda, as `layout`:
+
+    - zip: out_dir/function.zip with handler, runtime, model and the inference runtime's wheels;
+    - layer: out_dir/function.zip without the wheels, which go to a shared layer zip (python/...) in layers_dir;
+    - image: out_dir/../lambda-image/, a container build context on the AWS Lambda Python base image;
+    - auto: the first of zip, layer, image that fits Lambda's limits, saying why.
+    A package whose inputs did not change is reused, not rebuilt.
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     python_version = python_version or default_python_version()
     manifest = read_manifest(variant_dir)
-    check_loadable(variant_dir)
     requirements = dependencies.requirements_for(manifest.model.format)
     deps = dependencies.install(requirements, python_version, arch, cache)
+    code = dict(_code_files())
+    code[f"model/{manifest.model.file}"] = variant_dir / manifest.model.file
+    code[f"model/{MANIFEST_NAME}"] = variant_dir / MANIFEST_NAME
+    runtime_files = dict(slim(_tree(deps, "")))
+    code_bytes, runtime_bytes = _unzipped(code), _unzipped(runtime_files)
+    reason = ""
+    if layout == "auto":
+        layout, reason = choose_layout(code_bytes, runtime_bytes, _estimate_zipped(code, runtime_files))
+    elif code_bytes + runtime_bytes > UNZIPPED_LIMIT and layout in ("zip", "layer"):
+        raise UserError(f"the package unzips to {(code_bytes + runtime_bytes) / MB:.0f} MB; Lambda allows "
+                        f"{UNZIPPED_LIMIT // MB} MB including layers. Ship a smaller variant (--variant "
+                        "tflite-int8) or a container image (--layout image).")
 
-    files = dict(_code_files())
-    files[f"model/{manifest.model.file}"] = variant_dir / manifest.model.file
-    files[f"model/{MANIFEST_NAME}"] = variant_dir / MANIFEST_NAME
-    files.update(_tree(deps, ""))
-    unzipped = sum(source.stat().st_size if isinstance(source, Path) else len(source) for source in files.values())
-    if unzipped > UNZIPPED_LIMIT:
-        raise UserError(f"the package unzips to {unzipped / MB:.0f} MB; Lambda allows {UNZIPPED_LIMIT // MB} MB "
-                        "including layers. Ship a smaller variant (--variant tflite-int8) or a container image.")
-
+    input_hash = _input_hash(code, runtime_files, layout, python_version, arch, memory_mb, timeout_s)
     out_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = out_dir / "function.zip"
+    record_path = out_dir / "package.json"
+    previous = _previous(record_path, input_hash)
+    if previous is not None:
+        return previous
+
+    check_loadable(variant_dir)
+    common = dict(handler=HANDLER, python_version=python_version, arch=arch, model=manifest.name,
+                  variant=manifest.variant, model_format=manifest.model.format, requirements=requirements,
+                  layout=layout, input_hash=input_hash, layout_reason=reason, memory_mb=memory_mb,
+                  timeout_s=timeout_s, model_sha256=manifest.model.sha256,
+                  warnings=dependencies.glibc_warnings(deps, python_version))
+    if layout == "image":
+        from .image import write_image_context
+
+        context = write_image_context(out_dir.parent / "lambda-image", code, requirements, python_version, arch)
+        package = LambdaPackage(zip_path="", zipped_bytes=0, unzipped_bytes=code_bytes + runtime_bytes, sha256="",
+                                image_context=str(context), **common)
+    else:
+        zip_path = out_dir / "function.zip"
+        files = code if layout == "layer" else {**code, **runtime_files}
+        write_deterministic_zip(zip_path, files)
+        layer = _layer(runtime_files, layers_dir or out_dir.parent.parent / "layers",
+                       layer_name(manifest.model.format, python_version, arch), requirements) \
+            if layout == "layer" else None
+        package = LambdaPackage(zip_path=str(zip_path), zipped_bytes=zip_path.stat().st_size,
+                                unzipped_bytes=_unzipped(files), sha256=sha256_file(zip_path), layer=layer, **common)
+        if package.zipped_bytes > DIRECT_UPLOAD_LIMIT:
+            package.warnings.append(f"the zip is {package.zipped_bytes / MB:.0f} MB; Lambda takes at most "
+                                    f"{DIRECT_UPLOAD_LIMIT // MB} MB directly: upload it through S3 (deploy "
+                                    "--s3-bucket), or use --layout layer")
+    package.save(record_path)
+    return package
+
+
+def choose_layout(code_bytes: int, runtime_bytes: int, zipped_bytes: int) -> tuple[str, str]:
+    """The simplest layout that fits Lambda's limits, and why."""
+    total = code_bytes + runtime_bytes
+    if total <= UNZIPPED_LIMIT and zipped_bytes <= DIRECT_UPLOAD_LIMIT:
+        return "zip", (f"zip: {total / MB:.0f} MB unzipped and about {zipped_bytes / MB:.0f} MB zipped fit Lambda's "
+                       f"{UNZIPPED_LIMIT // MB} MB and {DIRECT_UPLOAD_LIMIT // MB} MB direct-upload limits")
+    if total <= UNZIPPED_LIMIT:
+        return "layer", (f"layer: about {zipped_bytes / MB:.0f} MB zipped is over the {DIRECT_UPLOAD_LIMIT // MB} MB "
+                         "direct upload, so the runtime goes to a shared layer and the function zip stays small")
+    if total <= IMAGE_LIMIT:
+        return "image", (f"image: {total / MB:.0f} MB unzipped is over Lambda's {UNZIPPED_LIMIT // MB} MB for code "
+                         "and layers; a container image takes up to 10 GB")
+    raise UserError(f"the package is {total / MB:.0f} MB, over even the 10 GB container image limit; "
+                    "ship a smaller variant")
+
+
+def _estimate_zipped(code: dict[str, Path | bytes], runtime: dict[str, Path | bytes]) -> int:
+    """Zipped size without writing the zip: compress each file (cheap next to pip, and exact enough for a limit)."""
+    import zlib
+
+    total = 0
+    for source in [*code.values(), *runtime.values()]:
+        data = source.read_bytes() if isinstance(source, Path) else source
+        total += len(zlib.compress(data, 6)) + 100
+    return total
+
+
+def slim(files: Iterator[tuple[str, Path]]) -> Iterator[tuple[str, Path]]:
+    """Drop what serving never reads: tests, stubs, bytecode, installer records, unused runtime libraries.
+    Shared objects are never stripped (numpy.libs breaks if they are)."""
+    for name, path in files:
+        parts = name.split("/")
+        if _SKIP_DIRS & set(parts[:-1]) or name.endswith(_SKIP_SUFFIXES):
+            continue
+        if any(name == extra or (extra.endswith("/") and name.startswith(extra)) for extra in _RUNTIME_EXTRAS):
+            continue
+        if len(parts) > 1 and parts[0].endswith(".dist-info"):
+            if not (parts[1].startswith(_DIST_INFO_KEEP) or parts[1] in ("licenses", "LICENSES")):
+                continue
+        yield name, path
+
+
+def _layer(runtime_files: dict[str, Path | bytes], layers_dir: Path, name: str, requirements: list[str]) -> dict:
+    """The shared runtime layer (python/... as Lambda mounts it at /opt/python), rebuilt only when it changes."""
+    layers_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = layers_dir / f"{name}.zip"
+    record = layers_dir / f"{name}.json"
+    files = {f"python/{k}": v for k, v in runtime_files.items()}
+    digest = _input_hash(files)
+    try:
+        known = json.loads(record.read_text())
+        if known["input_hash"] == digest and zip_path.exists() and sha256_file(zip_path) == known["sha256"]:
+            return known
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        pass
     write_deterministic_zip(zip_path, files)
-    package = LambdaPackage(
-        zip_path=str(zip_path), zipped_bytes=zip_path.stat().st_size, unzipped_bytes=unzipped,
-        sha256=sha256_file(zip_path), handler=HANDLER, python_version=python_version, arch=arch,
-        model=manifest.name, variant=manifest.variant, model_format=manifest.model.format,
-        requirements=requirements, warnings=dependencies.glibc_warnings(deps, python_version),
-    )
-    if package.zipped_bytes > DIRECT_UPLOAD_LIMIT:
-        package.warnings.append(f"the zip is {package.zipped_bytes / MB:.0f} MB; Lambda takes at most "
-                                f"{DIRECT_UPLOAD_LIMIT // MB} MB directly: upload it through S3 (deploy --s3-bucket)")
-    package.save(out_dir / "package.json")
+    known = {"name": name, "zip_path": str(zip_path), "sha256": sha256_file(zip_path),
+             "zipped_bytes": zip_path.stat().st_size, "unzipped_bytes": _unzipped(files),
+             "requirements": requirements, "input_hash": digest}
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=2) + "\n")
+    os.replace(tmp, record)
+    return known
+
+
+def _unzipped(files: dict[str, Path | bytes]) -> int:
+    return sum(source.stat().st_size if isinstance(source, Path) else len(source) for source in files.values())
+
+
+def _input_hash(files: dict[str, Path | bytes], *settings: object) -> str:
+    """A content hash of the package's inputs (names, bytes, settings)."""
+    digest = hashlib.sha256(json.dumps([str(s) for s in settings]).encode())
+    for name in sorted(files):
+        source = files[name]
+        digest.update(name.encode() + b"\0")
+        digest.update(sha256_file(source).encode() if isinstance(source, Path) else hashlib.sha256(source).digest())
+    return digest.hexdigest()[:16]
+
+
+def _previous(record_path: Path, input_hash: str) -> LambdaPackage | None:
+    """The package already built from the same inputs, if its files are still there and intact."""
+    try:
+        data = json.loads(record_path.read_text())
+        package = LambdaPackage(**data)
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+    if package.input_hash != input_hash:
+        return None
+    if package.layout in ("zip", "layer"):
+        if not Path(package.zip_path).exists() or sha256_file(Path(package.zip_path)) != package.sha256:
+            return None
+    if package.layer and (not Path(package.layer["zip_path"]).exists()
+                          or sha256_file(Path(package.layer["zip_path"])) != package.layer["sha256"]):
+        return None
+    if package.image_context and not (Path(package.image_context) / "Dockerfile").exists():
+        return None
+    package.reused = True
     return package
 
 
