@@ -177,7 +177,8 @@ def test_relative_record_paths_are_taken_from_the_current_directory(tmp_path: Pa
 @pytest.mark.parametrize("key, values, message", [
     ("python_version", ("3.11", "3.12"),
      r"the packages disagree on python_version: 3\.11 \(cnn\); 3\.12 \(linear, nlp, rnn\)\. .*--python-version"),
-    ("arch", ("arm64", "x86_64"), r"the packages disagree on arch: arm64 \(cnn\); x86_64 \(linear, nlp, rnn\)\. .*--arch"),
+    ("arch", ("arm64", "x86_64"),
+     r"the packages disagree on arch: arm64 \(cnn\); x86_64 \(linear, nlp, rnn\)\. .*--arch"),
 ])
 def test_mismatched_packages_are_refused(tmp_path: Path, key: str, values: tuple[str, str], message: str) -> None:
     records = builtin(tmp_path)
