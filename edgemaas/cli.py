@@ -158,9 +158,15 @@ def report(name: str) -> None:
                    "the first that fits Lambda's limits.")
 @click.option("--name", help="Name for a model file you bring (default: from the file name).")
 @click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
+@click.option("--serverless", "serverless_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a Serverless Framework v3 service for the package here (e.g. serverless.yml).")
+@click.option("--sam", "sam_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write an AWS SAM template for the package here (e.g. template.yaml).")
+@click.option("--function-url", is_flag=True, help="With --serverless/--sam: also give the function a public URL.")
 @_handle_errors
 def package(target: str, platform: str, variant: str | None, python_version: str | None, arch: str | None,
-            layout: str | None, name: str | None, labels: str | None) -> None:
+            layout: str | None, name: str | None, labels: str | None, serverless_file: Path | None,
+            sam_file: Path | None, function_url: bool) -> None:
     """Package TARGET (a spec, a built-in model name, or a model file) as an AWS Lambda function zip.
 
     \b
@@ -168,6 +174,7 @@ def package(target: str, platform: str, variant: str | None, python_version: str
       edgemaas package models/cnn.yaml
       edgemaas package cnn --variant tflite-float32 --python-version 3.12 --arch arm64
       edgemaas package my_model.tflite --labels cat,dog
+      edgemaas package nlp --layout layer --python-version 3.12 --sam template.yaml
     """
     from .pipeline import package_target
 
@@ -190,6 +197,30 @@ def package(target: str, platform: str, variant: str | None, python_version: str
                       f"{_mb(result.layer['unzipped_bytes'])} unzipped")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
+    if serverless_file or sam_file:
+        _write_service_files(target, result, serverless_file, sam_file, function_url)
+
+
+def _write_service_files(target: str, result: Any, serverless_file: Path | None, sam_file: Path | None,
+                         function_url: bool) -> None:
+    from .packaging.serverless import link_artifacts, load_records, render_sam, render_serverless, write_atomic
+
+    records = load_records(_workspace().dist, [result.model])
+    command = (f"edgemaas package {target} --layout {result.layout} --python-version {result.python_version} "
+               f"--arch {result.arch}")
+    try:
+        if serverless_file:
+            write_atomic(serverless_file, render_serverless(records, base_dir=serverless_file.parent,
+                                                            function_url=function_url,
+                                                            command=f"{command} --serverless {serverless_file}"))
+            link_artifacts(records)
+            console.print(f"[green]wrote[/green] {serverless_file}")
+        if sam_file:
+            write_atomic(sam_file, render_sam(records, base_dir=sam_file.parent, function_url=function_url,
+                                              command=f"{command} --sam {sam_file}"))
+            console.print(f"[green]wrote[/green] {sam_file}")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 @cli.command()

@@ -144,6 +144,10 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                                     f"{DIRECT_UPLOAD_LIMIT // MB} MB directly: upload it through S3 (deploy "
                                     "--s3-bucket), or use --layout layer")
     package.save(record_path)
+    if package.zip_path:
+        from .serverless import link_artifacts
+
+        link_artifacts([asdict(package)])  # <name>.zip beside function.zip: Serverless v3 keys S3 by file name
     return package
 
 
