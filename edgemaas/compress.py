@@ -172,15 +172,16 @@ def model_sparsity(path: Path) -> float:
         from ai_edge_litert import schema_py_generated as schema
 
         model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
-        sizes = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 7: 2, 9: 1}  # TensorType -> bytes: FLOAT32, FLOAT16, INT32, ...
+        # TensorType -> dtype (as values, so that -0.0 counts as zero): FLOAT32, FLOAT16, INT32, UINT8, INT64,
+        # INT16, INT8.
+        dtypes = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
         for graph in model.subgraphs:
             for tensor in graph.tensors:
                 data = model.buffers[tensor.buffer].data
                 shape = tensor.shape if tensor.shape is not None else []
-                if data is None or len(shape) < 2 or tensor.type not in sizes:
+                if data is None or len(shape) < 2 or tensor.type not in dtypes:
                     continue
-                raw = np.asarray(data, dtype=np.uint8).tobytes()
-                weights.append(np.frombuffer(raw, dtype=f"u{sizes[tensor.type]}" if sizes[tensor.type] > 1 else "u1"))
+                weights.append(np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=dtypes[tensor.type]))
     kernels = [w for w in weights if w.size > 1]
     total = sum(w.size for w in kernels)
     return float(sum(int(np.count_nonzero(w == 0)) for w in kernels) / total) if total else 0.0

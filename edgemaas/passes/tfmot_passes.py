@@ -102,6 +102,9 @@ def cluster(source_path: str, out_path: str, data_path: str, task: str, settings
     def supports(layer: Any) -> str | None:
         if not layer.weights:
             return "no weights"
+        kernels = [w for w in layer.weights if len(w.shape) > 1]
+        if kernels and min(int(np.prod(w.shape)) for w in kernels) < params["number_of_clusters"]:
+            return f"fewer weights than {params['number_of_clusters']} clusters"
         try:
             clustering.cluster_weights(layer, **params)  # a probe: wrapping does not change the layer
         except Exception as exc:  # TF-MOT says why in its message
@@ -109,6 +112,9 @@ def cluster(source_path: str, out_path: str, data_path: str, task: str, settings
         return None
 
     clustered, notes = _per_layer(model, lambda layer: clustering.cluster_weights(layer, **params), supports)
+    if not notes["layers_applied"]:
+        raise ValueError("weight clustering applies to no layer of this model: "
+                         + "; ".join(f"{k} ({v})" for k, v in notes["layers_skipped"].items()))
     notes.update(_fine_tune(clustered, data_path, task, settings, []))
     stripped = clustering.strip_clustering(clustered)
     notes["unique_values_per_kernel"] = int(max(len(np.unique(w)) for w in stripped.get_weights() if w.ndim > 1))
