@@ -227,7 +227,13 @@ def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: 
             continue
         manifests[variant.name] = manifest
         if variant.ships:
-            rows.append(_measured_row(variant, manifest, task, reference_metric, data.labelled_eval))
+            row = _measured_row(variant, manifest, task, reference_metric, data.labelled_eval)
+            skipped_layers = manifests[variant.parent].provenance.get("notes", {}).get("layers_skipped") \
+                if variant.parent in manifests else None
+            if skipped_layers:  # the TF-MOT pass upstream left these layers alone: say which and why
+                row["notes"].append("layers left alone by " + variant.parent + ": " +
+                                    "; ".join(f"{k} ({v})" for k, v in skipped_layers.items()))
+            rows.append(row)
     for variant_name, reason in skipped.items():
         rows.append({"variant": variant_name, "format": variant_name.split("-")[0], "parent": None,
                      "status": "skipped", "reason": reason, **_EMPTY})
