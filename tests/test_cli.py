@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from edgemaas.cli import cli
 from edgemaas.workspace import Workspace
+from tests.aws_fixtures import moto_server  # noqa: F401 (a fixture)
 from tests.conftest import MODELS
 
 IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0]] * 8
@@ -63,10 +64,11 @@ def test_garbage_model_file(runner: CliRunner, tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_invoke_needs_local(runner: CliRunner, packaged_cnn: Path) -> None:
+def test_remote_invoke_needs_a_deployed_function(runner: CliRunner, packaged_cnn: Path,
+                                                 moto_server: object) -> None:  # noqa: F811
     result = runner.invoke(cli, ["invoke", str(packaged_cnn), "--data", "{}"])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: remote invoke needs a deployed function")
+    assert result.output.startswith("Error: edgemaas-cnn is not deployed in us-east-1; deploy it first")
 
 
 def test_invoke_bad_json_is_a_usage_error(runner: CliRunner, packaged_cnn: Path) -> None:
