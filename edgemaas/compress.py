@@ -19,12 +19,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .errors import StageFailed, UserError
+from .errors import StageFailed
 from .evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from .isolate import run_isolated
-from .passes import KERAS_ROOT, ONNX_ROOT, SAVEDMODEL_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, \
+from .passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, \
     tflite_passes
-from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec, load_model, read_manifest
+from .runtime import Manifest, ModelFile, ModelLoadError, load_model, read_manifest
 from .runtime.manifest import sha256_file
 from .runtime.processing import InputProcessor, OutputProcessor
 from .signature import variant_manifest
@@ -413,15 +413,4 @@ def save_report(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
     return paths
 
 
-def describe_root(root: str) -> str:
-    return {KERAS_ROOT: "Keras float32", SAVEDMODEL_ROOT: "SavedModel", TFLITE_ROOT: "your .tflite",
-            ONNX_ROOT: "your .onnx"}[root]
-
-
-def check_not_empty(report: dict[str, Any]) -> None:
-    if not any(r["status"] in ("chosen", "passed", "rejected") for r in report["variants"]):
-        reasons = "; ".join(f"{r['variant']}: {r['reason']}" for r in report["variants"])
-        raise UserError(f"{report['model']}: no variant could be made: {reasons}")
-
-
-__all__ = ["compress_model", "choose", "save_report", "model_sparsity", "TensorSpec"]
+__all__ = ["compress_model", "choose", "save_report", "model_sparsity"]
