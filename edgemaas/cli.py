@@ -611,7 +611,7 @@ def _build_table(rows: list[Any]) -> Table:
             table.add_row(row.name, "-", "-", "-", "-", f"[red]{row.error}[/red]", "-")
             continue
         chosen = " / ".join(f"{v or '-'}" + (" [red](float: none passed)[/red]" if f in row.fallback else "")
-                            for f, v in sorted(row.chosen.items()))
+                            for f, v in sorted(row.chosen.items(), key=lambda kv: kv[0] != "tflite"))
         table.add_row(
             row.name, chosen,
             f"{_kb(row.sizes.get('tflite-float32'))} → {_kb(row.sizes.get(row.shipped))}",
