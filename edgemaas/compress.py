@@ -220,7 +220,8 @@ def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: 
             continue
         report(f"{variant.name}")
         try:
-            manifest = _make_variant(ws, variant, manifests, root_manifest, data, reference, compress, stamp, force)
+            manifest = _make_variant(ws, variant, manifests, root_manifest, data, reference, reference_metric,
+                                     compress, stamp, force)
         except StageFailed as exc:
             failed[variant.name] = _first_lines(str(exc))
             rows.append(_row(variant, "failed", failed[variant.name]))
@@ -275,7 +276,8 @@ def _measured_row(variant: Variant, manifest: Manifest, task: str, reference: di
 
 
 def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest], root: Manifest, data: DataFiles,
-                  reference: dict[str, Any], compress: CompressSection, stamp: str, force: bool) -> Manifest:
+                  reference: dict[str, Any], reference_metric: dict[str, Any], compress: CompressSection, stamp: str,
+                  force: bool) -> Manifest:
     parent = manifests[variant.parent]
     parent_dir = ws.variant_dir(root.name, variant.parent)
     fingerprint = hashlib.sha256(json.dumps([variant.name, variant.parent, variant.settings, parent.model.sha256,
@@ -307,8 +309,6 @@ def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest
         manifest.save(tmp)
         measured = run_isolated(_evaluate_job, str(tmp), str(data.eval_path), str(data.parity), reference,
                                 timeout=compress.timeout_s, log_path=tmp / "evaluate.log")
-        reference_metric = (metrics(root.task, np.load(data.eval_path)["y"], reference["eval"]) if data.labelled_eval
-                            else parity_metrics(reference["eval"], reference["eval"]))
         task = root.task if data.labelled_eval else "parity"
         manifest.metrics = {**measured, "gzip_bytes": len(gzip.compress(out.read_bytes(), 9)),
                             "metric_drop": metric_drop(task, reference_metric, measured["held_out"])}

@@ -111,7 +111,8 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                         f"{UNZIPPED_LIMIT // MB} MB including layers. Ship a smaller variant (--variant "
                         "tflite-int8) or a container image (--layout image).")
 
-    input_hash = _input_hash(code, runtime_files, layout, python_version, arch, memory_mb, timeout_s)
+    runtime_hash = _input_hash(runtime_files)  # hashed once: the wheels are most of the bytes
+    input_hash = _input_hash(code, runtime_hash, layout, python_version, arch, memory_mb, timeout_s)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "package.json"
     previous = _previous(record_path, input_hash)
@@ -134,7 +135,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
         zip_path = out_dir / "function.zip"
         files = code if layout == "layer" else {**code, **runtime_files}
         write_deterministic_zip(zip_path, files)
-        layer = _layer(runtime_files, layers_dir or out_dir.parent.parent / "layers",
+        layer = _layer(runtime_files, runtime_hash, layers_dir or out_dir.parent.parent / "layers",
                        layer_name(manifest.model.format, python_version, arch), requirements) \
             if layout == "layer" else None
         package = LambdaPackage(zip_path=str(zip_path), zipped_bytes=zip_path.stat().st_size,
@@ -193,13 +194,13 @@ def slim(files: Iterator[tuple[str, Path]]) -> Iterator[tuple[str, Path]]:
         yield name, path
 
 
-def _layer(runtime_files: dict[str, Path | bytes], layers_dir: Path, name: str, requirements: list[str]) -> dict:
+def _layer(runtime_files: dict[str, Path | bytes], digest: str, layers_dir: Path, name: str,
+           requirements: list[str]) -> dict:
     """The shared runtime layer (python/... as Lambda mounts it at /opt/python), rebuilt only when it changes."""
     layers_dir.mkdir(parents=True, exist_ok=True)
     zip_path = layers_dir / f"{name}.zip"
     record = layers_dir / f"{name}.json"
     files = {f"python/{k}": v for k, v in runtime_files.items()}
-    digest = _input_hash(files)
     try:
         known = json.loads(record.read_text())
         if known["input_hash"] == digest and zip_path.exists() and sha256_file(zip_path) == known["sha256"]:
