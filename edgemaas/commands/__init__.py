@@ -1,0 +1,1 @@
+"""The click commands, one module per area; `edgemaas/cli.py` puts them together."""

@@ -1,0 +1,67 @@
+"""What every command shares: the consoles, error handling at the command boundary, small formatters."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from ..errors import UserError
+from ..workspace import Workspace
+
+# Wide enough for tables when output goes to a file or CI log (rich assumes 80 columns there).
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into click's `Error: ...` at the command boundary."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def workspace() -> Workspace:
+    return Workspace(Path("."))
+
+
+def status_printer(message: str) -> Callable[[str], None]:
+    return lambda step: console.print(f"[dim]{message}: {step}[/dim]")
+
+
+
+def read_event(data: str | None, data_file: str | None) -> Any:
+    if (data is None) == (data_file is None):
+        raise click.UsageError("give the event with exactly one of --data or --data-file")
+    text = data if data is not None else Path(data_file).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        source = "--data" if data is not None else data_file
+        raise click.BadParameter(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                 param_hint=source) from None
+
+
+
+def kb(size: int | None) -> str:
+    return f"{size / 1024:.1f} KB" if size else "-"
+
+
+def mb(size: int | None) -> str:
+    if not size:
+        return "-"
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.1f} KB"
+
