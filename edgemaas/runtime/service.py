@@ -1,0 +1,215 @@
+"""The request contract every serving surface shares: the Lambda handler and the edge bundle's `predict` and `serve`.
+
+Transport-independent: a request body (bytes or str, optionally base64) or an already-parsed request becomes a
+`Reply` with an HTTP status and a JSON body, either `{"model", "variant", "predictions"}` or
+`{"error": {"type", "message", "field"?, "status"}}`. A bad request is a 4xx with a message saying what was wrong;
+anything else is a 500 whose details go to the log, never to the caller. Because every surface calls this module,
+they answer the same bad input with the same error.
+
+Stdlib and the runtime only: this module ships in every package.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import queue
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from .errors import RequestError
+from .model import ServingModel
+from .processing import json_type
+
+MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit; the edge server's default too
+_MB = 1024 * 1024
+_SHOWN_KEYS = 5  # unknown keys named in an error; the rest are counted
+_SHOWN_KEY_CHARS = 40
+
+logger = logging.getLogger("edgemaas.service")
+
+
+class BadRequest(Exception):
+    """A request refused before it reaches the model: malformed body, wrong envelope, too large, overloaded."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400,
+                 kind: str = "InvalidRequest") -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+        self.kind = kind
+
+
+@dataclass
+class Reply:
+    """What a surface sends back: an HTTP status, the JSON body, and that body serialized (NaN refused)."""
+
+    status: int
+    body: dict[str, Any]
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def error_message(self) -> str | None:
+        error = self.body.get("error")
+        return error.get("message") if isinstance(error, dict) else None
+
+
+def error_reply(status: int, message: str, field: str | None = None, kind: str = "InvalidRequest",
+                request_id: str | None = None) -> Reply:
+    """An error record in the shape every surface answers with."""
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if request_id is not None:
+        error["request_id"] = request_id
+    error["status"] = status
+    if field:
+        error["field"] = field
+    body = {"error": error}
+    return Reply(status, body, json.dumps(body))
+
+
+def size_text(limit: int) -> str:
+    return f"{limit // _MB} MB" if limit % _MB == 0 else f"{limit} bytes"
+
+
+def too_large(limit: int) -> BadRequest:
+    return BadRequest(f"the request body exceeds {size_text(limit)}", field="body", status=413)
+
+
+def parse_body(body: Any, base64_encoded: bool = False, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """Body bytes or text (base64 when marked so) -> the parsed JSON request. Size is checked before any decoding."""
+    if body is None or (isinstance(body, (str, bytes, bytearray)) and len(body) == 0):
+        raise BadRequest('the request body is empty; send JSON like {"inputs": [...]}', field="body")
+    if not isinstance(body, (str, bytes, bytearray)):
+        raise BadRequest("the request body must be a string", field="body")
+    data: str | bytes | bytearray = body
+    if base64_encoded:
+        if len(body) > max_bytes * 4 // 3 + 4:
+            raise too_large(max_bytes)
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("the body is marked isBase64Encoded but is not valid base64", field="body") from None
+    if isinstance(data, str):
+        # len(str) <= its UTF-8 size, so this refuses the obviously huge without encoding anything.
+        if len(data) > max_bytes or len(data.encode("utf-8", "surrogatepass")) > max_bytes:
+            raise too_large(max_bytes)
+        text = data
+    else:
+        if len(data) > max_bytes:
+            raise too_large(max_bytes)
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the request body is not valid UTF-8", field="body") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply", field="body") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                         field="body") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's int-parsing limit
+        raise BadRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+
+
+def request_inputs(request: Any) -> Any:
+    """The envelope: a JSON object with exactly one key, "inputs". Returns its value."""
+    if not isinstance(request, dict):
+        raise BadRequest(f"the request must be a JSON object like {{\"inputs\": [...]}}, got {json_type(request)}")
+    if "inputs" not in request:
+        raise BadRequest('missing "inputs": send {"inputs": [sample, ...]}', field="inputs")
+    unknown = sorted(str(key) for key in request if key != "inputs")
+    if unknown:
+        shown = ", ".join(repr(key if len(key) <= _SHOWN_KEY_CHARS else key[:_SHOWN_KEY_CHARS] + "...")
+                          for key in unknown[:_SHOWN_KEYS])
+        more = f" and {len(unknown) - _SHOWN_KEYS} more" if len(unknown) > _SHOWN_KEYS else ""
+        raise BadRequest(f"unknown key(s) {shown}{more}; only \"inputs\" is accepted")
+    return request["inputs"]
+
+
+class Service:
+    """One model behind the shared contract.
+
+    `models` are replicas of the same model (one interpreter each): a request borrows one for its whole prediction,
+    so no interpreter is ever used by two threads at once (LiteRT interpreters are not thread-safe). With one
+    replica that is a lock; the Lambda handler, single-threaded, never waits on it.
+    """
+
+    def __init__(self, models: ServingModel | Sequence[ServingModel], max_body_bytes: int = MAX_BODY_BYTES,
+                 borrow_timeout_s: float | None = 30.0) -> None:
+        replicas = [models] if isinstance(models, ServingModel) else list(models)
+        if not replicas:
+            raise ValueError("a service needs at least one model")
+        self.model = replicas[0]
+        self.replicas = len(replicas)
+        self.max_body_bytes = max_body_bytes
+        self.borrow_timeout_s = borrow_timeout_s
+        self._pool: queue.LifoQueue[ServingModel] = queue.LifoQueue()
+        for replica in replicas:
+            self._pool.put(replica)
+
+    def describe(self) -> dict[str, Any]:
+        return self.model.describe()
+
+    def health(self) -> dict[str, Any]:
+        manifest = self.model.manifest
+        return {"status": "ok", "model": manifest.name, "variant": manifest.variant, "sha256": manifest.model.sha256,
+                "backend": self.model.backend.name}
+
+    def describe_reply(self) -> Reply:
+        description = self.describe()
+        return Reply(200, description, json.dumps(description))
+
+    def health_reply(self) -> Reply:
+        health = self.health()
+        return Reply(200, health, json.dumps(health))
+
+    def handle_body(self, body: Any, base64_encoded: bool = False, request_id: str | None = None) -> Reply:
+        """A raw HTTP-style body -> a Reply."""
+        try:
+            request = parse_body(body, base64_encoded, self.max_body_bytes)
+        except BadRequest as exc:
+            return self._rejected(exc, request_id)
+        return self.handle_request(request, request_id)
+
+    def handle_request(self, request: Any, request_id: str | None = None) -> Reply:
+        """An already-parsed request (a direct invoke's event) -> a Reply."""
+        try:
+            body = self.predict(request_inputs(request))
+            return Reply(200, body, json.dumps(body, allow_nan=False))
+        except (BadRequest, RequestError) as exc:
+            return self._rejected(exc, request_id)
+        except Exception:  # the contract: never let a request escape as an unhandled exception
+            logger.exception("internal error serving request %s", request_id)
+            return error_reply(500, "internal error; see the service's logs", kind="InternalError",
+                               request_id=request_id)
+
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        """Validated predictions for `inputs`; raises RequestError (a 400) for a request the model cannot serve."""
+        with self._borrow() as model:
+            predictions = model.predict(inputs)
+        return {"model": self.model.name, "variant": self.model.manifest.variant, "predictions": predictions}
+
+    @contextmanager
+    def _borrow(self) -> Iterator[ServingModel]:
+        try:
+            model = self._pool.get(timeout=self.borrow_timeout_s)
+        except queue.Empty:
+            raise BadRequest("the server is busy; retry shortly", status=503, kind="Overloaded") from None
+        try:
+            yield model
+        finally:
+            self._pool.put(model)
+
+    def _rejected(self, exc: BadRequest | RequestError, request_id: str | None) -> Reply:
+        status = getattr(exc, "status", 400)
+        kind = getattr(exc, "kind", "InvalidRequest")
+        logger.info("rejected request %s: %s", request_id, exc)
+        return error_reply(status, str(exc), field=getattr(exc, "field", None), kind=kind)
