@@ -1,0 +1,168 @@
+"""edgemaas bench: the machinery on the linear model with tiny counts. No test asserts a timing: the numbers are
+measured for real, and the tests check that every server was measured, that ratios and goals come from those
+numbers, and that the files and the README table are written from them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from edgemaas.bench import BenchResult, evaluate_goals, load_results, readme_table, run_bench, write_results
+from edgemaas.bench import report as bench_report
+from edgemaas.bench.goals import INT8_PAIRS
+from edgemaas.bench.servers import VARIANT_SERVERS
+from edgemaas.errors import UserError
+from edgemaas.workspace import Workspace
+
+COLD_RUNS, WARM_REQUESTS = 2, 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def bench(trained: Workspace) -> tuple[BenchResult, list[str]]:
+    messages: list[str] = []
+    result = run_bench(["linear"], trained, cold_runs=COLD_RUNS, warm_requests=WARM_REQUESTS,
+                       report=messages.append)
+    return result, messages
+
+
+@pytest.fixture(scope="module")
+def written(bench: tuple[BenchResult, list[str]], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_results(bench[0], tmp_path_factory.mktemp("bench"))
+
+
+def test_every_server_in_the_workspace_is_measured(bench: tuple[BenchResult, list[str]], trained: Workspace) -> None:
+    result, messages = bench
+    for server_id, _, variant in VARIANT_SERVERS:
+        server = result.server("linear", server_id)
+        assert server is not None, server_id
+        manifest = trained.variant_dir("linear", variant) / "manifest.json"
+        if manifest.exists():
+            assert server.measured, (server_id, server.note)
+            assert len(server.cold_start_ms) == COLD_RUNS
+            assert server.warm.n == WARM_REQUESTS and server.raw.n == WARM_REQUESTS
+            assert server.model_bytes == json.loads(manifest.read_text())["model"]["size_bytes"]
+        else:  # not built: skipped with a note, not an error
+            assert server.status == "skipped" and variant in server.note
+    measured = [s for s in result.servers if s.measured]
+    assert {"tensorflow", "handler", "handler-bytecode", "floor-litert", "floor-ort"} <= {s.server for s in measured}
+    for server in measured:
+        assert server.cold_start_median_ms == statistics.median(server.cold_start_ms)
+        assert server.warm.p50_ms <= server.warm.p99_ms and server.peak_rss_mb > 0
+    tensorflow = result.server("linear", "tensorflow")
+    assert tensorflow.call is not None and tensorflow.call.n == WARM_REQUESTS  # model(x), beside model.predict
+    handler = result.server("linear", "handler")
+    assert handler.throughput_rps > 0
+    assert handler.package_bytes == Path(trained.build / "bench" / "linear" / "lambda" / "function.zip").stat().st_size
+    assert any("run 2/2" in m for m in messages) and any("throughput" in m for m in messages)
+
+
+def test_each_server_imports_only_what_it_needs(bench: tuple[BenchResult, list[str]]) -> None:
+    result, _ = bench
+    handler = result.server("linear", "handler")
+    assert {"numpy", "ai_edge_litert", "edgemaas", "handler"} <= set(handler.third_party_modules)
+    assert not {"tensorflow", "onnxruntime", "tf_keras"} & set(handler.third_party_modules)
+    assert set(result.server(None, "floor-litert").third_party_modules) == {"numpy", "ai_edge_litert"}
+    assert "onnxruntime" in result.server("linear", "ort-float32").third_party_modules
+    assert "tensorflow" in result.server("linear", "tensorflow").third_party_modules
+
+
+def test_goals_are_ratios_of_the_measured_numbers(bench: tuple[BenchResult, list[str]]) -> None:
+    result, _ = bench
+    goals = {g.goal: g for g in result.goals}
+    handler, tensorflow = result.server("linear", "handler"), result.server("linear", "tensorflow")
+    floor = result.server(None, "floor-litert")
+    expected = {
+        "cold_vs_tensorflow": handler.cold_start_median_ms / tensorflow.cold_start_median_ms,
+        "cold_vs_floor": handler.cold_start_median_ms / floor.cold_start_median_ms,
+        "warm_vs_keras": handler.warm.p50_ms / tensorflow.warm.p50_ms,
+        "handler_vs_raw": handler.warm.p50_ms / handler.raw.p50_ms,
+    }
+    for int8, float32 in INT8_PAIRS.items():
+        quantized, reference = result.server("linear", int8), result.server("linear", float32)
+        if quantized.measured and reference.measured:
+            expected[f"{int8}_vs_float32"] = quantized.warm.p50_ms / reference.warm.p50_ms
+        else:
+            assert goals[f"{int8}_vs_float32"].met is None and "not measured" in goals[f"{int8}_vs_float32"].detail
+    for goal_id, ratio in expected.items():
+        assert goals[goal_id].ratio == pytest.approx(ratio)
+        assert goals[goal_id].met == (ratio <= goals[goal_id].target)
+
+
+def test_goal_targets_including_the_cnn_int8_one(bench: tuple[BenchResult, list[str]]) -> None:
+    """The same measured servers presented as the cnn: full int8 on LiteRT must then be at most 0.7x float32."""
+    result = copy.deepcopy(bench[0])
+    result.models = ["cnn"]
+    for server in result.servers:
+        server.model = "cnn" if server.model == "linear" else server.model
+    int8, float32 = result.server("cnn", "litert-int8"), result.server("cnn", "litert-float32")
+    for share, met in ((0.7, True), (0.71, False)):
+        int8.warm.p50_ms = float32.warm.p50_ms * share
+        goal = next(g for g in evaluate_goals(result) if g.goal == "litert-int8_vs_float32")
+        assert goal.target == 0.7 and goal.met is met
+    result.servers.remove(result.server("cnn", "tensorflow"))
+    missing = [g for g in evaluate_goals(result) if g.goal in ("cold_vs_tensorflow", "warm_vs_keras")]
+    assert len(missing) == 2 and all(g.ratio is None and g.met is None for g in missing)
+
+
+def test_files_are_written(bench: tuple[BenchResult, list[str]], written: list[Path]) -> None:
+    result, _ = bench
+    names = {p.name for p in written}
+    assert names == {"bench.json", "bench.md", "cold_start.png", "warm_latency.png", "memory.png"}
+    out = written[0].parent
+    assert load_results(out).to_dict() == json.loads(json.dumps(result.to_dict()))
+    markdown = (out / "bench.md").read_text()
+    for server in result.servers:
+        assert server.label in markdown
+    for png in (p for p in written if p.suffix == ".png"):
+        data = png.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
+        import matplotlib.image
+
+        assert matplotlib.image.imread(str(png)).shape[0] > 100
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_failed_write_leaves_the_previous_results(bench: tuple[BenchResult, list[str]], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    result, _ = bench
+    write_results(result, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    changed = copy.deepcopy(result)
+    changed.date = "2000-01-01T00:00:00+00:00"
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(bench_report, "plot_memory", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_results(changed, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_readme_table(bench: tuple[BenchResult, list[str]]) -> None:
+    result, _ = bench
+    text = readme_table(result)
+    assert result.date[:10] in text and result.machine["cpu"] in text and f"{result.machine['cores']} cores" in text
+    for dist in ("numpy", "ai-edge-litert", "onnxruntime", "tensorflow"):
+        assert f"{dist} {result.versions[dist]}" in text
+    assert f"Python {result.machine['python']}" in text
+    table_rows = [line for line in text.splitlines() if line.startswith("| linear") or line.startswith("| (all)")]
+    for server in result.servers:
+        assert any(f"| {server.label} |" in row for row in table_rows), server.label
+    for goal in result.goals:
+        row = next(line for line in table_rows if f"| {goal.description} |" in line)
+        assert bench_report.goal_text(goal) in row
+        if goal.ratio is not None:
+            assert f"| {goal.ratio:.3g} |" in row
+
+
+def test_bad_requests(trained: Workspace) -> None:
+    with pytest.raises(UserError, match="edgemaas build no-such-model"):
+        run_bench(["no-such-model"], trained)
+    with pytest.raises(UserError, match="at least 1"):
+        run_bench(["linear"], trained, cold_runs=0)
