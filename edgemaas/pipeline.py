@@ -17,9 +17,9 @@ import numpy as np
 from . import training
 from .compress import compress_model, save_report
 from .errors import StageFailed, UserError
-from .importing import import_model, import_root
+from .importing import import_root
 from .isolate import run_isolated
-from .packaging.lambda_zip import LambdaPackage, package_lambda
+from .packaging.lambda_zip import package_lambda
 from .runtime import Manifest, ModelLoadError, read_manifest
 from .spec import Spec, load_spec
 from .passes import KERAS_ROOT
@@ -156,31 +156,6 @@ def load_selection(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def package_target(target: str, ws: Workspace, variant: str | None = None, python_version: str | None = None,
-                   arch: str | None = None, name: str | None = None, labels: list[str] | None = None,
-                   layout: str | None = None, report: Report = _quiet) -> LambdaPackage:
-    """`edgemaas package`: a spec (compressed as needed) or a model file, to a Lambda zip."""
-    spec = resolve_spec(target)
-    if spec is None:
-        report("importing model file")
-        manifest = import_model(Path(target), ws, name=name, labels=labels)
-        source_dir = ws.variant_dir(manifest.name, "imported")
-        model_name = manifest.name
-        memory_mb, timeout_s = 512, 30
-    else:
-        if variant is None and not ws.selection_file(spec.name).exists():
-            compress_spec(spec, ws, report=report)
-        source_dir = chosen_variant(ws, spec.name, variant or spec.package.variant, spec.package.format)
-        model_name = spec.name
-        python_version = python_version or spec.package.python_version
-        arch = arch or spec.package.arch
-        layout = layout or spec.package.layout
-        memory_mb, timeout_s = spec.package.memory_mb, spec.package.timeout_s
-    report("packaging for AWS Lambda")
-    return package_lambda(source_dir, ws.lambda_dir(model_name), ws.cache(), python_version, arch or "x86_64",
-                          layout or "auto", ws.dist / "layers", memory_mb, timeout_s)
-
-
 def smoke_event(ws: Workspace, name: str, samples: int = 2) -> dict[str, Any]:
     """A direct-invoke event with the first held-out samples, raw, as a caller would send them."""
     with np.load(ws.data_file(name)) as data:
@@ -214,7 +189,9 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
         row.chosen = card["gate"]["chosen"]
         row.fallback = card["gate"]["fallback"]
         by_name = {r["variant"]: r for r in card["variants"]}
-        shipped = chosen_variant(ws, spec.name, spec.package.variant, spec.package.format).name
+        from .targets import Source, serving_variant
+
+        shipped = serving_variant(Source(spec.name, spec), ws, report=report)[0].name
         for variant in ("tflite-float32", shipped):
             if by_name.get(variant, {}).get("size_bytes"):
                 row.sizes[variant] = by_name[variant]["gzip_bytes"]

@@ -116,13 +116,13 @@ def test_package_unknown_variant(runner: CliRunner, trained: Workspace) -> None:
         os.chdir(cwd)
     assert result.exit_code == 1
     assert result.output.endswith("Error: cnn: no variant 'tflite-int4' was built (built: keras-float32, "
-                                  "tflite-float32, tflite-int8)\n")
+                                  "onnx-float32, tflite-float16, tflite-float32, tflite-int8)\n")
 
 
 def test_package_rejects_unsupported_python(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["package", "cnn", "--python-version", "3.9"])
     assert result.exit_code == 2
-    assert "Invalid value for --python-version: Lambda runs Python 3.10 to 3.13" in result.output
+    assert "Invalid value for --python-version: give a Python from 3.10 to 3.13" in result.output
 
 
 def test_debug_shows_the_traceback(runner: CliRunner, tmp_path: Path) -> None:

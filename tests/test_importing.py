@@ -12,7 +12,7 @@ import pytest
 from edgemaas.errors import UserError
 from edgemaas.importing import detect_format, import_model
 from edgemaas.lambda_local import invoke_local
-from edgemaas.pipeline import package_target
+from edgemaas.targets import package_for_lambda
 from edgemaas.runtime import load_model
 from edgemaas.workspace import Workspace
 
@@ -119,7 +119,7 @@ def test_truncated_tflite_is_refused_at_import(trained: Workspace, tmp_path: Pat
 def test_onnx_file_packages_and_serves_through_awslambdaric(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     source = tiny_onnx(tmp_path / "Tiny Classifier.onnx")
-    package = package_target(str(source), ws, labels=["cat", "dog", "bird"])
+    package = package_for_lambda(str(source), ws, labels=["cat", "dog", "bird"])
     assert package.model == "tiny-classifier" and package.model_format == "onnx"
     assert any(r.startswith("onnxruntime==") for r in package.requirements)
     (result,) = invoke_local(Path(package.zip_path), [{"inputs": [[1, 2, 3, 4]]}])

@@ -11,45 +11,93 @@ from ..errors import UserError
 from .common import console, handle_errors, mb, status_printer, workspace
 
 
+LAMBDA_ONLY = ("arch", "layout", "serverless_file", "sam_file", "function_url")
+PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
+
+
 @click.command()
 @click.argument("target")
-@click.option("--target", "platform", type=click.Choice(["lambda"]), default="lambda", show_default=True,
-              help="What to package for.")
-@click.option("--variant", help="Package this variant instead of the gate's choice (e.g. tflite-float32).")
-@click.option("--python-version", help="Target Python, 3.10 to 3.13 (default: this Python, or the spec's).")
-@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="Target architecture (default x86_64).")
+@click.option("--target", "kind", type=click.Choice(["lambda", "edge", "mcu", "android", "ios"]), default="lambda",
+              show_default=True, help="lambda: an AWS Lambda function; edge: a bundle for IoT Linux boards; mcu: C "
+                                      "source for TensorFlow Lite Micro; android/ios: model files and code for apps.")
+@click.option("--variant", help="Package this variant instead of the target's default (e.g. tflite-float32).")
+@click.option("--runtime", type=click.Choice(["tflite", "onnx", "auto"]),
+              help="lambda, edge: serve the gate's TFLite (LiteRT) or ONNX (ONNX Runtime) choice, or measure both "
+                   "and take the faster (auto). Default: the spec's package.format, else tflite.")
+@click.option("--python-version", help="lambda, edge: target Python, 3.10 to 3.13 (default: this Python, or the "
+                                       "spec's).")
+@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="lambda: target architecture (default x86_64).")
 @click.option("--layout", type=click.Choice(["auto", "zip", "layer", "image"]),
-              help="zip: one zip; layer: runtime in a shared layer; image: container build context; auto (default): "
-                   "the first that fits Lambda's limits.")
+              help="lambda: zip: one zip; layer: runtime in a shared layer; image: container build context; auto "
+                   "(default): the first that fits Lambda's limits.")
+@click.option("--platform", type=click.Choice(PLATFORMS), default="linux_x86_64", show_default=True,
+              help="edge: the board's platform (Raspberry Pi OS 64-bit and Jetson: linux_aarch64).")
+@click.option("--with-deps", is_flag=True, help="edge: vendor the runtime's wheels in the bundle, for offline "
+                                                "installs.")
 @click.option("--name", help="Name for a model file you bring (default: from the file name).")
 @click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
 @click.option("--serverless", "serverless_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a Serverless Framework v3 service for the package here (e.g. serverless.yml).")
+              help="lambda: also write a Serverless Framework v3 service for the package here (e.g. serverless.yml).")
 @click.option("--sam", "sam_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write an AWS SAM template for the package here (e.g. template.yaml).")
+              help="lambda: also write an AWS SAM template for the package here (e.g. template.yaml).")
 @click.option("--function-url", is_flag=True, help="With --serverless/--sam: also give the function a public URL.")
 @handle_errors
-def package(target: str, platform: str, variant: str | None, python_version: str | None, arch: str | None,
-            layout: str | None, name: str | None, labels: str | None, serverless_file: Path | None,
-            sam_file: Path | None, function_url: bool) -> None:
-    """Package TARGET (a spec, a built-in model name, or a model file) as an AWS Lambda function zip.
+def package(target: str, kind: str, variant: str | None, runtime: str | None, python_version: str | None,
+            arch: str | None, layout: str | None, platform: str, with_deps: bool, name: str | None,
+            labels: str | None, serverless_file: Path | None, sam_file: Path | None, function_url: bool) -> None:
+    """Package TARGET (a spec, a built-in model name, or a model file) for where it will run.
 
     \b
     Examples:
       edgemaas package models/cnn.yaml
       edgemaas package cnn --variant tflite-float32 --python-version 3.12 --arch arm64
+      edgemaas package cnn --runtime auto
       edgemaas package my_model.tflite --labels cat,dog
       edgemaas package nlp --layout layer --python-version 3.12 --sam template.yaml
+      edgemaas package cnn --target edge --platform linux_aarch64 --with-deps
+      edgemaas package cnn --target mcu
+      edgemaas package nlp --target android
     """
-    from ..pipeline import package_target
-
     if python_version and python_version not in ("3.10", "3.11", "3.12", "3.13"):
-        raise click.BadParameter("Lambda runs Python 3.10 to 3.13", param_hint="--python-version")
-    result = package_target(target, workspace(), variant, python_version, arch, name,
-                            labels.split(",") if labels else None, layout, status_printer("package"))
+        raise click.BadParameter("give a Python from 3.10 to 3.13", param_hint="--python-version")
+    ctx = click.get_current_context()
+    if kind != "lambda":
+        given = [f"--{p.replace('_file', '').replace('_', '-')}" for p in LAMBDA_ONLY
+                 if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to --target lambda only")
+    if kind != "edge":
+        given = [f"--{p.replace('_', '-')}" for p in ("platform", "with_deps")
+                 if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to --target edge only")
+    if kind in ("mcu", "android", "ios") and (runtime or python_version):
+        raise click.UsageError(f"--runtime and --python-version apply to --target lambda and edge, not {kind}")
+    label_list = labels.split(",") if labels else None
+    report = status_printer("package")
+    if kind == "lambda":
+        _package_lambda(target, variant, runtime, python_version, arch, layout, name, label_list, serverless_file,
+                        sam_file, function_url, report)
+    elif kind == "edge":
+        _package_edge(target, variant, runtime, python_version, platform, with_deps, name, label_list, report)
+    elif kind == "mcu":
+        _package_mcu(target, variant, name, label_list, report)
+    else:
+        _package_mobile(kind, target, variant, name, label_list, report)
+
+
+def _package_lambda(target: str, variant: str | None, runtime: str | None, python_version: str | None,
+                    arch: str | None, layout: str | None, name: str | None, labels: list[str] | None,
+                    serverless_file: Path | None, sam_file: Path | None, function_url: bool, report: Any) -> None:
+    from ..targets import package_for_lambda
+
+    result = package_for_lambda(target, workspace(), variant, python_version, arch, name, labels, layout, runtime,
+                                report)
+    if result.runtime_choice:
+        console.print(f"runtime: {result.runtime_choice['why']}")
     if result.layout_reason:
         console.print(f"layout {result.layout_reason}")
-    verb = "[cyan]unchanged, reusing[/cyan]" if result.reused else "[green]wrote[/green]"
+    verb = _verb(result.reused)
     if result.layout == "image":
         console.print(f"{verb} container build context {result.image_context} ({result.variant}, Python "
                       f"{result.python_version} {result.arch}): {mb(result.unzipped_bytes)} installed")
@@ -60,10 +108,69 @@ def package(target: str, platform: str, variant: str | None, python_version: str
     if result.layer:
         console.print(f"  runtime layer {result.layer['zip_path']}: {mb(result.layer['zipped_bytes'])} zipped, "
                       f"{mb(result.layer['unzipped_bytes'])} unzipped")
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+    _warn(result.warnings)
     if serverless_file or sam_file:
         _write_service_files(target, result, serverless_file, sam_file, function_url)
+
+
+def _package_edge(target: str, variant: str | None, runtime: str | None, python_version: str | None, platform: str,
+                  with_deps: bool, name: str | None, labels: list[str] | None, report: Any) -> None:
+    from ..packaging.edge import package_edge
+    from ..targets import resolve_source, serving_variant
+
+    ws = workspace()
+    source = resolve_source(target, ws, variant, name, labels, report)
+    source_dir, choice = serving_variant(source, ws, variant, runtime, report)
+    if choice:
+        console.print(f"runtime: {choice['why']}")
+    report(f"bundling for {platform}")
+    result = package_edge(source_dir, ws.dist / source.name / "edge", ws.cache(), platform, with_deps,
+                          python_version)
+    console.print(f"{_verb(result.reused)} {result.tar_path} ({source_dir.name}, {platform}, Python "
+                  f"{result.python_version}{', wheels included' if with_deps else ''}): {mb(result.bytes)}")
+    _warn(result.warnings)
+
+
+def _package_mcu(target: str, variant: str | None, name: str | None, labels: list[str] | None, report: Any) -> None:
+    from ..packaging.mcu import package_mcu
+    from ..targets import mcu_variant, resolve_source
+
+    ws = workspace()
+    source = resolve_source(target, ws, variant, name, labels, report)
+    source_dir = mcu_variant(source, ws, variant)
+    report("writing TensorFlow Lite Micro sources")
+    result = package_mcu(source_dir, ws.dist / source.name / "mcu")
+    _print_files(result.files)
+    _warn(result.warnings)
+
+
+def _package_mobile(kind: str, target: str, variant: str | None, name: str | None, labels: list[str] | None,
+                    report: Any) -> None:
+    from ..packaging.mobile import package_mobile
+    from ..targets import mobile_variants, resolve_source
+
+    ws = workspace()
+    source = resolve_source(target, ws, variant, name, labels, report)
+    tflite, onnx = mobile_variants(source, ws, variant)
+    report(f"writing {kind} model files and code")
+    result = package_mobile(kind, tflite, onnx, ws.dist / source.name / kind)
+    _print_files(result.files)
+    _warn(result.warnings)
+
+
+def _verb(reused: bool) -> str:
+    return "[cyan]unchanged, reusing[/cyan]" if reused else "[green]wrote[/green]"
+
+
+def _print_files(files: Any) -> None:
+    for path in files:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        console.print(f"[green]wrote[/green] {path}" + (f" ({mb(size)})" if size else ""))
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def _write_service_files(target: str, result: Any, serverless_file: Path | None, sam_file: Path | None,

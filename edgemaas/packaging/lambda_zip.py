@@ -64,6 +64,7 @@ class LambdaPackage:
     timeout_s: int = 30
     model_sha256: str = ""
     warnings: list[str] = field(default_factory=list)
+    runtime_choice: dict | None = None  # with --runtime auto: the measured choice, as recorded in the manifest
 
     def save(self, path: Path) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "reused"}

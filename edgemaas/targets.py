@@ -1,0 +1,130 @@
+"""`edgemaas package --target T`: which built variant(s) each target ships, and the packager that makes it.
+
+- lambda, edge: the gate's choice for the spec's format (`--runtime tflite|onnx`), or the faster runtime (`auto`);
+- mcu: the full-int8 TFLite variant (TFLite Micro runs integer models only);
+- android, ios: full-int8 and float16 TFLite (NPU delegates want full int8) and the gate's ONNX choice as `.ort`.
+A spec is compressed first when nothing was built yet; a model file the user brings is imported and ships as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+from .importing import import_model
+from .packaging.lambda_zip import LambdaPackage, package_lambda
+from .pipeline import chosen_variant, compress_spec, load_selection, resolve_spec
+from .spec import Spec
+from .workspace import Workspace
+
+TARGETS = ("lambda", "edge", "mcu", "android", "ios")
+RUNTIMES = ("tflite", "onnx", "auto")
+MCU_VARIANT = "tflite-int8"
+MOBILE_TFLITE = ("tflite-int8", "tflite-float16")
+Report = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Source:
+    """What `package` was given: a built-in or spec (variants in the workspace) or a model file (imported)."""
+
+    name: str
+    spec: Spec | None
+    imported: Path | None = None  # the imported model's folder, for a file the user brings
+
+
+def resolve_source(target: str, ws: Workspace, variant: str | None = None, name: str | None = None,
+                   labels: list[str] | None = None, report: Report = _quiet) -> Source:
+    spec = resolve_spec(target)
+    if spec is None:
+        report("importing model file")
+        manifest = import_model(Path(target), ws, name=name, labels=labels)
+        return Source(manifest.name, None, ws.variant_dir(manifest.name, "imported"))
+    if variant is None and not ws.selection_file(spec.name).exists():
+        compress_spec(spec, ws, report=report)
+    return Source(spec.name, spec)
+
+
+def serving_variant(source: Source, ws: Workspace, variant: str | None = None, runtime: str | None = None,
+                    report: Report = _quiet) -> tuple[Path, dict[str, Any] | None]:
+    """The one variant a server target (lambda, edge) ships, and the runtime choice record when `auto` chose it."""
+    if source.imported is not None:
+        return source.imported, None
+    assert source.spec is not None
+    runtime = runtime or source.spec.package.format
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    variant = variant or source.spec.package.variant
+    if variant or runtime != "auto":
+        return chosen_variant(ws, source.name, variant, "tflite" if runtime == "auto" else runtime), None
+    from .runtime_choice import choose_runtime
+
+    chosen = (load_selection(ws.selection_file(source.name)) or {}).get("chosen") or {}
+    candidates = {fmt: ws.variant_dir(source.name, v) for fmt, v in chosen.items()
+                  if v and (ws.variant_dir(source.name, v) / "manifest.json").exists()}
+    report("measuring LiteRT against ONNX Runtime (--runtime auto)")
+    fmt, choice = choose_runtime(ws, source.name, candidates)
+    return candidates[fmt], choice
+
+
+def package_for_lambda(target: str, ws: Workspace, variant: str | None = None, python_version: str | None = None,
+                       arch: str | None = None, name: str | None = None, labels: list[str] | None = None,
+                       layout: str | None = None, runtime: str | None = None,
+                       report: Report = _quiet) -> LambdaPackage:
+    """`edgemaas package` (--target lambda): a spec (compressed as needed) or a model file, to a Lambda zip."""
+    source = resolve_source(target, ws, variant, name, labels, report)
+    source_dir, choice = serving_variant(source, ws, variant, runtime, report)
+    memory_mb, timeout_s = 512, 30
+    if source.spec is not None:
+        python_version = python_version or source.spec.package.python_version
+        arch = arch or source.spec.package.arch
+        layout = layout or source.spec.package.layout
+        memory_mb, timeout_s = source.spec.package.memory_mb, source.spec.package.timeout_s
+    report("packaging for AWS Lambda")
+    package = package_lambda(source_dir, ws.lambda_dir(source.name), ws.cache(), python_version, arch or "x86_64",
+                             layout or "auto", ws.dist / "layers", memory_mb, timeout_s)
+    if choice != package.runtime_choice:
+        package.runtime_choice = choice
+        package.save(ws.lambda_dir(source.name) / "package.json")
+    return package
+
+
+def mcu_variant(source: Source, ws: Workspace, variant: str | None = None) -> Path:
+    if source.imported is not None:
+        return source.imported
+    path = ws.variant_dir(source.name, variant or MCU_VARIANT)
+    if not (path / "manifest.json").exists():
+        raise UserError(f"{source.name}: no {path.name} variant was built; TFLite Micro runs full-int8 models: add "
+                        f"{MCU_VARIANT} to compress.variants in the spec and run `edgemaas compress {source.name}`")
+    return path
+
+
+def mobile_variants(source: Source, ws: Workspace, variant: str | None = None) -> tuple[list[Path], Path | None]:
+    """The TFLite files and the ONNX model (for `.ort`) a phone app ships."""
+    if source.imported is not None:
+        fmt = _format_of(source.imported)
+        return ([source.imported], None) if fmt == "tflite" else ([], source.imported)
+    names = [variant] if variant else list(MOBILE_TFLITE)
+    tflite = [ws.variant_dir(source.name, v) for v in names if (ws.variant_dir(source.name, v) / "manifest.json")
+              .exists()]
+    if variant and not tflite:
+        chosen_variant(ws, source.name, variant)  # raises, listing what was built
+    chosen = ((load_selection(ws.selection_file(source.name)) or {}).get("chosen") or {}).get("onnx")
+    onnx = None
+    for candidate in (chosen, "onnx-float32"):
+        if candidate and (ws.variant_dir(source.name, candidate) / "manifest.json").exists():
+            onnx = ws.variant_dir(source.name, candidate)
+            break
+    return tflite, onnx
+
+
+def _format_of(directory: Path) -> str:
+    from .runtime import read_manifest
+
+    return read_manifest(directory).model.format

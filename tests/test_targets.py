@@ -1,0 +1,60 @@
+"""`package --target`: which options go with which target, and `--runtime auto` measuring LiteRT against ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgemaas.cli import cli
+from edgemaas.runtime import read_manifest
+from edgemaas.workspace import Workspace
+from tests.conftest import MODELS
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "mcu", "--arch", "arm64"], "Error: --arch apply to --target lambda only"),
+    (["--target", "edge", "--layout", "zip", "--serverless", "s.yml"],
+     "Error: --layout, --serverless apply to --target lambda only"),
+    (["--platform", "linux_aarch64"], "Error: --platform apply to --target edge only"),
+    (["--target", "android", "--with-deps"], "Error: --with-deps apply to --target edge only"),
+    (["--target", "ios", "--runtime", "onnx"],
+     "Error: --runtime and --python-version apply to --target lambda and edge, not ios"),
+])
+def test_options_that_do_not_apply_to_the_target_are_refused(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["package", "cnn", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_runtime_auto_measures_both_runtimes_and_records_why(trained: Workspace, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = Workspace(tmp_path)
+    shutil.copytree(trained.model_dir("cnn"), ws.model_dir("cnn"))
+    monkeypatch.chdir(tmp_path)
+    spec = str(MODELS / "cnn.yaml")
+    result = CliRunner().invoke(cli, ["package", spec, "--runtime", "auto"])
+    assert result.exit_code == 0, result.output
+    selection = json.loads(ws.selection_file("cnn").read_text())["chosen"]
+    record = json.loads((ws.lambda_dir("cnn") / "package.json").read_text())
+    choice = record["runtime_choice"]
+    assert set(choice["candidates"]) == {"tflite", "onnx"}
+    scores = {fmt: m["cold_ms"] + 100 * m["warm_p50_ms"] for fmt, m in choice["candidates"].items()}
+    assert choice["format"] == min(scores, key=scores.get)
+    assert record["variant"] == selection[choice["format"]] == choice["variant"]
+    assert {m["backend"] for m in choice["candidates"].values()} == {"ai-edge-litert", "onnxruntime"}
+    assert f"runtime: {choice['variant']} on " in result.output
+    # The reason travels in the shipped manifest.
+    with zipfile.ZipFile(record["zip_path"]) as archive:
+        shipped = json.loads(archive.read("model/manifest.json"))
+    assert shipped["provenance"]["runtime_choice"] == choice
+    assert read_manifest(ws.variant_dir("cnn", choice["variant"])).provenance["runtime_choice"] == choice
+    # Unchanged candidates: the recorded choice is reused, not measured again, and the package too.
+    again = CliRunner().invoke(cli, ["package", spec, "--runtime", "auto"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((ws.lambda_dir("cnn") / "package.json").read_text())["runtime_choice"] == choice
+    assert "unchanged, reusing" in again.output
