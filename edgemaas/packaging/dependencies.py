@@ -46,10 +46,8 @@ def install(requirements: list[str], python_version: str, arch: str, cache: Path
         return target
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-               "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
-               *[arg for tag in PLATFORM_TAGS[arch] for arg in ("--platform", tag)], "--target", str(tmp),
-               *requirements]
+    command = [sys.executable, "-m", "pip", "install", *_cross_platform(python_version, PLATFORM_TAGS[arch]),
+               "--target", str(tmp), *requirements]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -60,12 +58,46 @@ def install(requirements: list[str], python_version: str, arch: str, cache: Path
     return target
 
 
-def _explain_pip_failure(stderr: str, requirements: list[str], python_version: str, arch: str) -> str:
+def download(requirements: list[str], python_version: str, arch: str, cache: Path,
+             platform_tags: list[str] | None = None, hint: str | None = None) -> Path:
+    """Download the wheel files themselves (for an offline `pip install --no-index --find-links DIR` on a device)
+    for (python_version, arch) into a cached folder and return it. Same flags as `install`; reused while inputs
+    match. `platform_tags` overrides the manylinux tags of `arch`; `hint` replaces the Lambda advice on failure."""
+    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", r.replace("==", "-")) for r in requirements]
+    target = cache / "wheels" / "-".join([f"py{python_version}", arch, *safe])
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "download",
+               *_cross_platform(python_version, platform_tags or PLATFORM_TAGS[arch]), "--dest", str(tmp),
+               *requirements]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(_explain_pip_failure(done.stderr, requirements, python_version, arch, hint))
+    (tmp / ".complete").write_text(" ".join(requirements) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def _cross_platform(python_version: str, platform_tags: list[str]) -> list[str]:
+    """pip flags for binary wheels of another platform: no dependencies (the interpreters import numpy alone)."""
+    return ["--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:", "--implementation", "cp",
+            "--python-version", python_version, *[arg for tag in platform_tags for arg in ("--platform", tag)]]
+
+
+_LAMBDA_HINT = ("Try another --python-version (Lambda runs 3.10 to 3.13) or --arch, or a model format served by the "
+                "other runtime (ai-edge-litert for .tflite, onnxruntime for .onnx).")
+
+
+def _explain_pip_failure(stderr: str, requirements: list[str], python_version: str, arch: str,
+                         hint: str | None = None) -> str:
     missing = re.search(r"No matching distribution found for (\S+)", stderr)
     if missing:
         return (f"{missing.group(1)} has no wheel for Python {python_version} on {arch} Linux "
-                f"(manylinux). Try another --python-version (Lambda runs 3.10 to 3.13) or --arch, or a model "
-                f"format served by the other runtime (ai-edge-litert for .tflite, onnxruntime for .onnx).")
+                f"(manylinux). {hint or _LAMBDA_HINT}")
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     return f"pip could not install {' '.join(requirements)} for Python {python_version} {arch}:\n{tail}"
 

@@ -1,0 +1,150 @@
+"""`python -m <name>_edge predict|serve|describe`: the edge bundle's command line (argparse: stdlib only).
+
+    python -m cnn_edge predict --input request.json      # {"inputs": [...]} in, predictions JSON out
+    python -m cnn_edge predict --input - < request.json  # the same from stdin
+    python -m cnn_edge serve --port 8080                 # JSON HTTP API on 127.0.0.1 (--host 0.0.0.0: every
+                                                          # interface; put it behind a firewall or a proxy)
+    python -m cnn_edge describe                          # what a request must look like
+
+A bad request prints `Error: <message>` (the message the HTTP API and the Lambda handler give) and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ..runtime import ModelLoadError, load_model
+from ..runtime.service import MAX_BODY_BYTES, Service
+from .server import ServerSettings, serve
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"  # <name>_edge/model inside a bundle
+
+
+class CliError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(message)s",
+                        level=logging.INFO if args.command == "serve" else logging.WARNING)
+    # The access line already says a request was refused; the service's own line per rejection would double it.
+    logging.getLogger("edgemaas.service").setLevel(logging.WARNING)
+    if args.command == "serve" and args.quiet:
+        logging.getLogger("edgemaas.access").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, ModelLoadError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _predict(args: argparse.Namespace) -> int:
+    service = Service(_load(args.model_dir, args.threads), max_body_bytes=args.max_request_bytes)
+    reply = service.handle_body(_read_input(args.input, args.max_request_bytes))
+    if not reply.ok:
+        raise CliError(reply.error_message)
+    print(reply.text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    models = [_load(args.model_dir, args.threads) for _ in range(args.workers)]
+    service = Service(models, max_body_bytes=args.max_request_bytes, borrow_timeout_s=args.read_timeout)
+    settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
+                              read_timeout_s=args.read_timeout, body_timeout_s=max(args.read_timeout, 30.0),
+                              access_log=not args.quiet)
+    try:
+        return serve(service, settings)
+    except OSError as exc:  # port in use, host not on this machine, no permission for a port below 1024
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _describe(args: argparse.Namespace) -> int:
+    print(json.dumps(_load(args.model_dir, args.threads).describe(), indent=2))
+    return 0
+
+
+COMMANDS = {"predict": _predict, "serve": _serve, "describe": _describe}
+
+
+def _load(model_dir: str, threads: int | None):  # -> ServingModel
+    try:
+        return load_model(model_dir, num_threads=threads)
+    except ModelLoadError as exc:
+        raise CliError(f"cannot load the model in {model_dir}: {exc}") from None
+
+
+def _read_input(source: str, limit: int) -> bytes:
+    """At most limit + 1 bytes: enough for the service to say the body is too large without reading all of it."""
+    if source == "-":
+        return sys.stdin.buffer.read(limit + 1)
+    try:
+        with open(source, "rb") as handle:
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read --input {source}: {exc.strerror or exc}") from None
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535 (0: any free port), got {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    program = f"python -m {(__package__ or 'edge').split('.')[0]}"
+    parser = argparse.ArgumentParser(prog=program, description="Serve the model in this bundle: one-off "
+                                     "predictions, a JSON HTTP API, or its description.")
+    parser.add_argument("--model-dir", default=os.environ.get("EDGEMAAS_MODEL_DIR") or str(DEFAULT_MODEL_DIR),
+                        help="folder with manifest.json and the model file (default: the bundle's model/, or "
+                             "$EDGEMAAS_MODEL_DIR)")
+    parser.add_argument("--threads", type=_positive(int), default=None,
+                        help="interpreter threads per model replica (default: the runtime's choice)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{predict,serve,describe}")
+
+    predict = commands.add_parser("predict", help="predict for one request and print the JSON answer",
+                                  description='Read a request ({"inputs": [...]}) and print the predictions.')
+    predict.add_argument("--input", "-i", required=True, metavar="FILE",
+                         help='JSON request {"inputs": [sample, ...]}; - reads stdin')
+    predict.add_argument("--max-request-bytes", type=_positive(int), default=MAX_BODY_BYTES,
+                         help=f"largest request accepted (default {MAX_BODY_BYTES})")
+
+    server = commands.add_parser("serve", help="serve a JSON HTTP API until SIGTERM or Ctrl-C",
+                                 description="GET /health, GET / (model description), POST / and POST /predict "
+                                             '({"inputs": [...]}). Listens on 127.0.0.1 unless --host says '
+                                             "otherwise: --host 0.0.0.0 serves every interface (no TLS, no "
+                                             "authentication: keep it behind a firewall or a reverse proxy).")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    server.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+    server.add_argument("--workers", type=_positive(int), default=min(4, os.cpu_count() or 1),
+                        help="model replicas (interpreters) serving requests in parallel (default: CPUs, at most 4)")
+    server.add_argument("--max-connections", type=_positive(int), default=128,
+                        help="connections served at once; more get an immediate 503 (default 128)")
+    server.add_argument("--max-request-bytes", type=_positive(int), default=MAX_BODY_BYTES,
+                        help=f"largest request body; larger ones get 413 unread (default {MAX_BODY_BYTES})")
+    server.add_argument("--read-timeout", type=_positive(float), default=10.0,
+                        help="seconds a connection may stay silent, idle keep-alive included (default 10)")
+    server.add_argument("--quiet", action="store_true", help="no access log line per request")
+
+    commands.add_parser("describe", help="print the model's description (inputs, shapes, limits) as JSON")
+    return parser
