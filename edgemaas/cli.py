@@ -67,9 +67,12 @@ def train(specs: tuple[str, ...], force: bool) -> None:
 @click.option("--name", help="Name for a model file you bring (default: from the file name).")
 @click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
 @click.option("--force", is_flag=True, help="Redo every pass even when nothing changed.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Load a Keras file you bring even though it stores Python code (Lambda layers), which runs when "
+                   "it loads. Only for files from a source you trust.")
 @handle_errors
 def compress(targets: tuple[str, ...], calibration_data: Path | None, eval_data: Path | None, name: str | None,
-             labels: str | None, force: bool) -> None:
+             labels: str | None, force: bool, trust_model_code: bool) -> None:
     """Make every TFLite and ONNX variant, measure each against the float model, and gate what ships.
 
     TARGETS are specs, built-in names or model files (.keras, .h5, SavedModel dir, .tflite, .onnx); default:
@@ -90,7 +93,8 @@ def compress(targets: tuple[str, ...], calibration_data: Path | None, eval_data:
         status = status_printer(spec.name if spec else Path(target).name)
         if spec is None:
             cards.append(compress_file(Path(target), ws, name, labels.split(",") if labels else None,
-                                       calibration_data, eval_data, force=force, report=status))
+                                       calibration_data, eval_data, force=force, report=status,
+                                       trust_code=trust_model_code))
         elif calibration_data or eval_data:
             raise click.UsageError("--calibration-data and --eval-data are for model files; a spec names its data")
         else:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .signature import variant_manifest
 from .errors import StageFailed, UserError
 from .isolate import run_isolated
+from .model_safety import check_model_code
 from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
+from .signature import variant_manifest
 from .training import DEFAULT_LIMITS
 from .workspace import Workspace
 
@@ -66,9 +67,12 @@ def model_name(path: Path) -> str:
 
 
 def import_model(path: Path, ws: Workspace, name: str | None = None, labels: list[str] | None = None,
-                 timeout_s: float = 600) -> Manifest:
-    """Make build/<name>/imported/ from a model file: the servable model plus a manifest from its own signature."""
+                 timeout_s: float = 600, trust_code: bool = False) -> Manifest:
+    """Make build/<name>/imported/ from a model file: the servable model plus a manifest from its own signature.
+
+    A Keras file carrying Python code (Lambda layers) is refused unless `trust_code`."""
     fmt = detect_format(path)
+    check_model_code(path, fmt, trust_code)
     name = name or model_name(path)
     out = ws.variant_dir(name, "imported")
     tmp = out.with_name(f".{out.name}.tmp")
@@ -77,7 +81,7 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
     if fmt in KERAS_FORMATS:
         target = tmp / "model.tflite"
         try:
-            run_isolated(_keras_to_tflite_job, str(path), fmt, str(target), timeout=timeout_s,
+            run_isolated(_keras_to_tflite_job, str(path), fmt, str(target), trust_code, timeout=timeout_s,
                          log_path=tmp / "convert.log")
         except StageFailed as exc:
             raise UserError(f"{path}: could not convert this {fmt} model to TFLite: {exc}") from None
@@ -89,7 +93,7 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
     try:
         shell = _shell_manifest(name, target, labels)
         manifest = variant_manifest(shell, target, variant, {"pass": pass_name, "source": str(path),
-                                                             "source_format": fmt})
+                                                             "source_format": fmt, **_trust(trust_code)})
     except ModelLoadError as exc:
         raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
     manifest.provenance.pop("parent", None)
@@ -122,21 +126,15 @@ def _field_name(spec: TensorSpec) -> str:
     return re.sub(r"^serving_default_|:\d+$", "", spec.name) or "inputs"
 
 
-def _keras_to_tflite_job(source: str, fmt: str, target: str) -> int:
-    """Runs in a child process. Keras 2 (tf-keras) first, as edgemaas trains; Keras 3 files fall back to keras."""
-    from .tf import keras, tensorflow
+def _keras_to_tflite_job(source: str, fmt: str, target: str, trust_code: bool = False) -> int:
+    """Runs in a child process: a Keras file or SavedModel to float32 TFLite."""
+    from .tf import load_keras_model, tensorflow
 
     tf = tensorflow()
     if fmt == "savedmodel":
         converter = tf.lite.TFLiteConverter.from_saved_model(source)
     else:
-        try:
-            model = keras().models.load_model(source, compile=False)
-        except Exception:
-            import keras as keras3
-
-            model = keras3.models.load_model(source, compile=False)
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = tf.lite.TFLiteConverter.from_keras_model(load_keras_model(source, trust_code))
     content = converter.convert()
     Path(target).write_bytes(content)
     return len(content)
@@ -147,13 +145,14 @@ ROOTS = {"keras": "keras-float32", "h5": "keras-float32", "savedmodel": "savedmo
 
 
 def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list[str] | None = None,
-                timeout_s: float = 600) -> tuple[str, Manifest]:
+                timeout_s: float = 600, trust_code: bool = False) -> tuple[str, Manifest]:
     """Copy a model the user brings, unchanged, into build/<name>/<root>/ as the root every variant derives from.
 
     Its manifest's signature comes from the model itself (Keras and SavedModel through a float32 TFLite conversion
     in a child process, since only TensorFlow can read them).
     """
     fmt = detect_format(path)
+    check_model_code(path, fmt, trust_code)
     name = name or model_name(path)
     root = ROOTS[fmt]
     out = ws.variant_dir(name, root)
@@ -170,7 +169,7 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
         probe = tmp / ".signature.tflite" if fmt in KERAS_FORMATS else target
     if probe != target:
         try:
-            run_isolated(_keras_to_tflite_job, str(path), fmt, str(probe), timeout=timeout_s,
+            run_isolated(_keras_to_tflite_job, str(path), fmt, str(probe), trust_code, timeout=timeout_s,
                          log_path=tmp / "signature.log")
         except StageFailed as exc:
             raise UserError(f"{path}: could not read this {fmt} model's signature: {exc}") from None
@@ -186,11 +185,16 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
         inputs=shell.inputs, outputs=shell.outputs, preprocessing=shell.preprocessing,
         postprocessing=shell.postprocessing, limits=shell.limits,
         provenance={"created_by": f"edgemaas {__version__}", "pass": "import", "source": str(path),
-                    "source_format": fmt})
+                    "source_format": fmt, **_trust(trust_code)})
     manifest.save(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return root, manifest
+
+
+def _trust(trust_code: bool) -> dict[str, bool]:
+    """Recorded so that later passes loading the same file honour the user's choice (edgemaas.tf.trusted_code)."""
+    return {"trust_model_code": True} if trust_code else {}
 
 
 def _sha256_path(path: Path) -> str:

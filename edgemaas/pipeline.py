@@ -20,9 +20,9 @@ from .errors import StageFailed, UserError
 from .importing import import_root
 from .isolate import run_isolated
 from .packaging.lambda_zip import package_lambda
+from .passes import KERAS_ROOT
 from .runtime import Manifest, ModelLoadError, read_manifest
 from .spec import Spec, load_spec
-from .passes import KERAS_ROOT
 from .workspace import FLOAT_VARIANT, Workspace
 
 Report = Callable[[str], None]
@@ -89,13 +89,13 @@ def compress_spec(spec: Spec, ws: Workspace, force: bool = False, report: Report
 
 def compress_file(path: Path, ws: Workspace, name: str | None = None, labels: list[str] | None = None,
                   calibration_data: Path | None = None, eval_data: Path | None = None, spec: Spec | None = None,
-                  force: bool = False, report: Report = _quiet) -> dict[str, Any]:
+                  force: bool = False, report: Report = _quiet, trust_code: bool = False) -> dict[str, Any]:
     """Compress a model file the user brings, with their calibration and eval data (or a spec's dataset)."""
     from .spec import CompressSection, GateSection
     from .userdata import dataset_for_model
 
     report("reading the model")
-    root, manifest = import_root(path, ws, name, labels)
+    root, manifest = import_root(path, ws, name, labels, trust_code=trust_code or bool(spec and spec.model.trust_code))
     if spec is not None and spec.data is not None:
         ds = training.load_dataset(spec)
         source, description = _save_spec_data(ws, manifest.name, ds), f"held-out split of {ds.source}"

@@ -32,6 +32,7 @@ class ModelSection(_Section):
     architecture: Literal["linear", "cnn", "rnn", "nlp"] | None = None
     path: str | None = Field(None, description="a model file you bring: .keras, .h5, SavedModel dir, .tflite, .onnx")
     params: dict[str, int | float | str] = Field(default_factory=dict)
+    trust_code: bool = Field(False, description="load Python code stored in a Keras file at path (Lambda layers)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSection":

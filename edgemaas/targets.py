@@ -40,11 +40,11 @@ class Source:
 
 
 def resolve_source(target: str, ws: Workspace, variant: str | None = None, name: str | None = None,
-                   labels: list[str] | None = None, report: Report = _quiet) -> Source:
+                   labels: list[str] | None = None, report: Report = _quiet, trust_code: bool = False) -> Source:
     spec = resolve_spec(target)
     if spec is None:
         report("importing model file")
-        manifest = import_model(Path(target), ws, name=name, labels=labels)
+        manifest = import_model(Path(target), ws, name=name, labels=labels, trust_code=trust_code)
         return Source(manifest.name, None, ws.variant_dir(manifest.name, "imported"))
     if variant is None and not ws.selection_file(spec.name).exists():
         compress_spec(spec, ws, report=report)
@@ -76,9 +76,9 @@ def serving_variant(source: Source, ws: Workspace, variant: str | None = None, r
 def package_for_lambda(target: str, ws: Workspace, variant: str | None = None, python_version: str | None = None,
                        arch: str | None = None, name: str | None = None, labels: list[str] | None = None,
                        layout: str | None = None, runtime: str | None = None,
-                       report: Report = _quiet) -> LambdaPackage:
+                       report: Report = _quiet, trust_code: bool = False) -> LambdaPackage:
     """`edgemaas package` (--target lambda): a spec (compressed as needed) or a model file, to a Lambda zip."""
-    source = resolve_source(target, ws, variant, name, labels, report)
+    source = resolve_source(target, ws, variant, name, labels, report, trust_code)
     source_dir, choice = serving_variant(source, ws, variant, runtime, report)
     memory_mb, timeout_s = 512, 30
     if source.spec is not None:

@@ -33,7 +33,7 @@ def test_builtin_specs_are_valid(name: str) -> None:
 def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     path = write(tmp_path, "name: m\nmodel: {architecture: cnn, filterz: 3}\ndata: {dataset: digits}\n")
     assert error_of(path) == (f"{path}: invalid spec:\n"
-                              "  model.filterz: unknown key; expected one of: architecture, path, params")
+                              "  model.filterz: unknown key; expected one of: architecture, path, params, trust_code")
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:

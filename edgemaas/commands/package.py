@@ -10,7 +10,6 @@ import click
 from ..errors import UserError
 from .common import console, handle_errors, mb, status_printer, workspace
 
-
 LAMBDA_ONLY = ("arch", "layout", "serverless_file", "sam_file", "function_url")
 PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
 
@@ -36,6 +35,9 @@ PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
                                                 "installs.")
 @click.option("--name", help="Name for a model file you bring (default: from the file name).")
 @click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Load a Keras file you bring even though it stores Python code (Lambda layers), which runs when "
+                   "it loads. Only for files from a source you trust.")
 @click.option("--serverless", "serverless_file", type=click.Path(dir_okay=False, path_type=Path),
               help="lambda: also write a Serverless Framework v3 service for the package here (e.g. serverless.yml).")
 @click.option("--sam", "sam_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -44,7 +46,7 @@ PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
 @handle_errors
 def package(target: str, kind: str, variant: str | None, runtime: str | None, python_version: str | None,
             arch: str | None, layout: str | None, platform: str, with_deps: bool, name: str | None,
-            labels: str | None, serverless_file: Path | None, sam_file: Path | None, function_url: bool) -> None:
+            labels: str | None, trust_model_code: bool, serverless_file: Path | None, sam_file: Path | None, function_url: bool) -> None:
     """Package TARGET (a spec, a built-in model name, or a model file) for where it will run.
 
     \b
@@ -74,25 +76,32 @@ def package(target: str, kind: str, variant: str | None, runtime: str | None, py
     if kind in ("mcu", "android", "ios") and (runtime or python_version):
         raise click.UsageError(f"--runtime and --python-version apply to --target lambda and edge, not {kind}")
     label_list = labels.split(",") if labels else None
-    report = status_printer("package")
+    status = status_printer("package")
+
+    def source_of(variant: str | None) -> Any:
+        from ..targets import resolve_source
+
+        return resolve_source(target, workspace(), variant, name, label_list, status, trust_model_code)
+
     if kind == "lambda":
         _package_lambda(target, variant, runtime, python_version, arch, layout, name, label_list, serverless_file,
-                        sam_file, function_url, report)
+                        sam_file, function_url, status, trust_model_code)
     elif kind == "edge":
-        _package_edge(target, variant, runtime, python_version, platform, with_deps, name, label_list, report)
+        _package_edge(source_of(variant), variant, runtime, python_version, platform, with_deps, status)
     elif kind == "mcu":
-        _package_mcu(target, variant, name, label_list, report)
+        _package_mcu(source_of(variant), variant, status)
     else:
-        _package_mobile(kind, target, variant, name, label_list, report)
+        _package_mobile(kind, source_of(variant), variant, status)
 
 
 def _package_lambda(target: str, variant: str | None, runtime: str | None, python_version: str | None,
                     arch: str | None, layout: str | None, name: str | None, labels: list[str] | None,
-                    serverless_file: Path | None, sam_file: Path | None, function_url: bool, report: Any) -> None:
+                    serverless_file: Path | None, sam_file: Path | None, function_url: bool, report: Any,
+                    trust_code: bool) -> None:
     from ..targets import package_for_lambda
 
     result = package_for_lambda(target, workspace(), variant, python_version, arch, name, labels, layout, runtime,
-                                report)
+                                report, trust_code)
     if result.runtime_choice:
         console.print(f"runtime: {result.runtime_choice['why']}")
     if result.layout_reason:
@@ -113,13 +122,12 @@ def _package_lambda(target: str, variant: str | None, runtime: str | None, pytho
         _write_service_files(target, result, serverless_file, sam_file, function_url)
 
 
-def _package_edge(target: str, variant: str | None, runtime: str | None, python_version: str | None, platform: str,
-                  with_deps: bool, name: str | None, labels: list[str] | None, report: Any) -> None:
+def _package_edge(source: Any, variant: str | None, runtime: str | None, python_version: str | None, platform: str,
+                  with_deps: bool, report: Any) -> None:
     from ..packaging.edge import package_edge
-    from ..targets import resolve_source, serving_variant
+    from ..targets import serving_variant
 
     ws = workspace()
-    source = resolve_source(target, ws, variant, name, labels, report)
     source_dir, choice = serving_variant(source, ws, variant, runtime, report)
     if choice:
         console.print(f"runtime: {choice['why']}")
@@ -131,12 +139,11 @@ def _package_edge(target: str, variant: str | None, runtime: str | None, python_
     _warn(result.warnings)
 
 
-def _package_mcu(target: str, variant: str | None, name: str | None, labels: list[str] | None, report: Any) -> None:
+def _package_mcu(source: Any, variant: str | None, report: Any) -> None:
     from ..packaging.mcu import package_mcu
-    from ..targets import mcu_variant, resolve_source
+    from ..targets import mcu_variant
 
     ws = workspace()
-    source = resolve_source(target, ws, variant, name, labels, report)
     source_dir = mcu_variant(source, ws, variant)
     report("writing TensorFlow Lite Micro sources")
     result = package_mcu(source_dir, ws.dist / source.name / "mcu")
@@ -144,13 +151,11 @@ def _package_mcu(target: str, variant: str | None, name: str | None, labels: lis
     _warn(result.warnings)
 
 
-def _package_mobile(kind: str, target: str, variant: str | None, name: str | None, labels: list[str] | None,
-                    report: Any) -> None:
+def _package_mobile(kind: str, source: Any, variant: str | None, report: Any) -> None:
     from ..packaging.mobile import package_mobile
-    from ..targets import mobile_variants, resolve_source
+    from ..targets import mobile_variants
 
     ws = workspace()
-    source = resolve_source(target, ws, variant, name, labels, report)
     tflite, onnx = mobile_variants(source, ws, variant)
     report(f"writing {kind} model files and code")
     result = package_mobile(kind, tflite, onnx, ws.dist / source.name / kind)

@@ -63,9 +63,9 @@ def export_onnx(source_path: str, source_format: str, out_path: str, opset: int 
                              "tf2onnx_version": tf2onnx.__version__, "warnings": []}
     keras_model = None
     if source_format == "keras":
-        from ..tf import keras
+        from ..tf import load_keras_model
 
-        keras_model = keras().models.load_model(source_path, compile=False)
+        keras_model = load_keras_model(source_path)
         proto, notes["converter"], problems = _convert_keras(keras_model, int(opset))
         notes["warnings"] += problems
     else:

@@ -25,10 +25,10 @@ def _tfmot() -> Any:
 
 def load_keras(path: str) -> Any:
     """Load a Keras model, QAT wrappers included."""
-    from ..tf import keras
+    from ..tf import load_keras_model
 
     with _tfmot().quantization.keras.quantize_scope():
-        return keras().models.load_model(path, compile=False)
+        return load_keras_model(path)
 
 
 def _fine_tune(model: Any, data_path: str, task: str, settings: dict[str, Any], callbacks: list[Any]) -> dict:
