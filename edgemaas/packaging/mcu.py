@@ -80,7 +80,7 @@ class McuPackage:
     name: str
     variant: str
     out_dir: str
-    files: list[str]
+    files: list[str]  # paths under out_dir
     model_bytes: int  # the array's length: what the model takes in flash
     sha256: str  # of the array's bytes (model.tflite here)
     source_sha256: str  # of the variant's model.tflite; differs from sha256 when shape ops were frozen
@@ -136,7 +136,7 @@ def package_mcu(variant_dir: Path, out_dir: Path) -> McuPackage:
     files: dict[str, str | bytes] = dict(_render(package, manifest, ident, model))
     files[MODEL_FILE] = model
     files[MANIFEST_NAME] = json.dumps(_shipped_manifest(manifest, package, graph).to_dict(), indent=2) + "\n"
-    package.files = sorted([*files, "summary.json"])
+    package.files = [str(out_dir / name) for name in sorted([*files, "summary.json"])]
     files["summary.json"] = json.dumps(package.to_dict(), indent=2) + "\n"
     _replace_dir(out_dir, files)
     return package
@@ -285,7 +285,8 @@ def c_identifier(name: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"m_{ident}"
 
 
-def _camel(ident: str) -> str:
+def c_camel(ident: str) -> str:
+    """`my_model` -> `MyModel`, for k<Name>TensorArenaSize and <Name>OpResolver."""
     return "".join(part[:1].upper() + part[1:] for part in ident.split("_") if part)
 
 
@@ -304,7 +305,7 @@ def _render(package: McuPackage, manifest: Manifest, ident: str, model: bytes) -
     env.filters["wrap"] = _wrap_comment
     env.filters["kb"] = lambda n: f"{n / 1024:.1f} KB"
     context = {
-        "p": package, "ident": ident, "camel": _camel(ident), "version": __version__, "task": manifest.task,
+        "p": package, "ident": ident, "camel": c_camel(ident), "version": __version__, "task": manifest.task,
         "model_file": MODEL_FILE, "source_dir": f"build/{manifest.name}/{manifest.variant}",
         "inputs": [{**t, "recipe": _input_recipe(manifest, i)} for i, t in enumerate(package.inputs)],
         "outputs": [{**t, "recipe": _output_recipe(manifest, i)} for i, t in enumerate(package.outputs)],
