@@ -17,6 +17,7 @@ from . import __version__
 from .errors import StageFailed, UserError
 from .isolate import run_isolated
 from .model_safety import check_model_code
+from .packaging.secrets import check_no_secrets
 from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
 from .signature import variant_manifest
 from .training import DEFAULT_LIMITS
@@ -161,6 +162,8 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
     tmp.mkdir(parents=True)
     if fmt == "savedmodel":
         target = tmp / "model"
+        check_no_secrets({f.relative_to(path).as_posix(): f for f in sorted(path.rglob("*")) if f.is_file()},
+                         where=f"the workspace (SavedModel {path})")
         shutil.copytree(path, target)
         probe = tmp / ".signature.tflite"
     else:

@@ -128,3 +128,21 @@ def test_onnx_file_packages_and_serves_through_awslambdaric(tmp_path: Path) -> N
     assert prediction["label"] in ("cat", "dog", "bird")
     manifest = json.loads((ws.variant_dir("tiny-classifier", "imported") / "manifest.json").read_text())
     assert manifest["inputs"][0]["shape"] == [-1, 4]
+
+
+def test_a_saved_model_carrying_a_secret_is_refused(tiny_keras: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from edgemaas.cli import cli
+
+    model = tmp_path / "exported"
+    shutil.copytree(tiny_keras / "saved_model", model)
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / ".env").write_text("DATABASE_URL=postgres://user:hunter2@db/prod\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["compress", str(model)])
+    assert result.exit_code == 1
+    assert (f"Error: refusing to put what looks like a secret into the workspace (SavedModel {model}):\n"
+            f"  assets/.env (from {model / 'assets' / '.env'}): its name is one that holds secrets\n") in result.output
+    assert not any((tmp_path / "build").rglob("manifest.json")) if (tmp_path / "build").exists() else True

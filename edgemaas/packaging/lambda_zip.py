@@ -22,6 +22,7 @@ from ..isolate import run_isolated
 from ..runtime import MANIFEST_NAME, load_model, read_manifest
 from ..runtime.manifest import sha256_file
 from . import dependencies
+from .secrets import check_no_secrets
 
 MB = 1024 * 1024
 DIRECT_UPLOAD_LIMIT = 50 * MB  # zipped, for a direct CreateFunction/UpdateFunctionCode upload
@@ -103,6 +104,8 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     code[f"model/{manifest.model.file}"] = variant_dir / manifest.model.file
     code[f"model/{MANIFEST_NAME}"] = variant_dir / MANIFEST_NAME
     runtime_files = dict(slim(_tree(deps, "")))
+    check_no_secrets(code)  # ours and the user's files, by name and content
+    check_no_secrets(runtime_files, scan_contents=False)  # published wheels: names only
     code_bytes, runtime_bytes = _unzipped(code), _unzipped(runtime_files)
     reason = ""
     if layout == "auto":
