@@ -117,7 +117,7 @@ def package_mcu(variant_dir: Path, out_dir: Path) -> McuPackage:
         raise UserError(f"{label}: {refusal}")
     try:
         model, frozen_ops = freeze_shapes(source)
-    except ValueError as exc:  # the LiteRT interpreter could not load or run it
+    except (ValueError, RuntimeError) as exc:  # the LiteRT interpreter could not load or run it
         raise UserError(f"{label}: LiteRT cannot run this model ({exc}); rebuild the variant") from None
     graph = read_graph(model) if frozen_ops else graph
     ops = graph.op_names()
@@ -146,8 +146,9 @@ def _read_variant(variant_dir: Path) -> tuple[Manifest, bytes]:
     try:
         manifest = read_manifest(variant_dir)
         if manifest.model.format != "tflite":
-            raise UserError(f"{manifest.name}/{manifest.variant} is a {manifest.model.format} model; --target mcu "
-                            f"packages a .tflite for TensorFlow Lite Micro: {_FLOAT_ADVICE.format(name=manifest.name)}")
+            raise UserError(f"{manifest.name}/{manifest.variant} is an {manifest.model.format} model, and --target "
+                            "mcu packages a full-int8 .tflite for TensorFlow Lite Micro. To fix it, "
+                            + _FLOAT_ADVICE.format(name=manifest.name))
         return manifest, read_verified_model(variant_dir, manifest)
     except ModelLoadError as exc:
         raise UserError(f"{variant_dir}: {exc}") from None
@@ -163,12 +164,12 @@ def refusal_reason(graph: Graph, name: str) -> str | None:
         weights = sum(t.constant for t in floats)
         what = ", ".join(io + ([f"{weights} weight tensors are float"] if weights else [])) or \
             f"{len(floats)} tensors are float"
-        return (f"this is a float model ({what}); TensorFlow Lite Micro packages take full-int8 models: "
-                + _FLOAT_ADVICE.format(name=name))
+        return (f"this is a float model ({what}), and --target mcu takes full-int8 models for TensorFlow Lite "
+                f"Micro. To fix it, {_FLOAT_ADVICE.format(name=name)}")
     wide = [t for t in graph.tensors if t.dtype == "INT16" and not t.constant]
     if wide:
-        return (f"{len(wide)} activations are int16 (int16x8 quantization), which only some TFLM kernels take; "
-                + _FLOAT_ADVICE.format(name=name))
+        return (f"{len(wide)} activations are int16 (int16x8 quantization), which only some TFLM kernels take. "
+                f"To fix it, {_FLOAT_ADVICE.format(name=name)}")
     problems = []
     for op, count in Counter(op.name for ops in graph.subgraph_ops for op in ops if not _runnable(op)).items():
         custom = any(o.custom and o.name == op for ops in graph.subgraph_ops for o in ops)
@@ -220,11 +221,7 @@ def _lifetimes(graph: Graph) -> dict[int, tuple[int, int]]:
     first: dict[int, int] = {i: 0 for i in graph.inputs if i in planned}
     last: dict[int, int] = {i: last_op for i in graph.outputs if i in planned}
     for step, op in enumerate(graph.ops):
-        for i in op.inputs:
-            if i in planned:
-                first.setdefault(i, step)
-                last[i] = max(last.get(i, step), step)
-        for i in op.outputs:
+        for i in (*op.inputs, *op.outputs):
             if i in planned:
                 first.setdefault(i, step)
                 last[i] = max(last.get(i, step), step)

@@ -23,7 +23,8 @@ _BYTES = {"FLOAT32": 4, "FLOAT16": 2, "BFLOAT16": 2, "FLOAT64": 8, "INT64": 8, "
           "INT16": 2, "UINT16": 2, "INT8": 1, "UINT8": 1, "BOOL": 1, "COMPLEX64": 8, "COMPLEX128": 16}
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "BFLOAT16", "FLOAT64"})
 # Ops whose output depends on more than their inputs' values: never folded into constants.
-_STATEFUL = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE", "IF", "WHILE", "CUSTOM"})
+_STATEFUL = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE", "IF", "WHILE", "CUSTOM",
+                       "RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL", "MULTINOMIAL"})
 
 
 @cache
@@ -73,7 +74,7 @@ class Graph:
         return list(dict.fromkeys(op.name for ops in self.subgraph_ops for op in ops))
 
 
-def _load(data: bytes) -> "schema.ModelT":
+def _load(data: bytes) -> schema.ModelT:
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise UserError("not a TFLite flatbuffer (no 'TFL3' identifier): package a .tflite variant")
     try:
@@ -82,7 +83,7 @@ def _load(data: bytes) -> "schema.ModelT":
         raise UserError(f"the .tflite file is corrupt ({type(exc).__name__}: {exc}); rebuild the variant") from None
 
 
-def _op_name(model: "schema.ModelT", op: "schema.OperatorT") -> tuple[str, bool]:
+def _op_name(model: schema.ModelT, op: schema.OperatorT) -> tuple[str, bool]:
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)  # codes above 127 live only in builtinCode
     if builtin == schema.BuiltinOperator.CUSTOM:
@@ -91,7 +92,7 @@ def _op_name(model: "schema.ModelT", op: "schema.OperatorT") -> tuple[str, bool]
     return _enum_names(schema.BuiltinOperator).get(builtin, f"BUILTIN_{builtin}"), False
 
 
-def _has_data(model: "schema.ModelT", tensor: "schema.TensorT") -> bool:
+def _has_data(model: schema.ModelT, tensor: schema.TensorT) -> bool:
     buffer = model.buffers[tensor.buffer] if 0 < tensor.buffer < len(model.buffers) else None
     return buffer is not None and ((buffer.data is not None and len(buffer.data) > 0) or (buffer.size or 0) > 0)
 
@@ -100,7 +101,7 @@ def _ints(values: object) -> tuple[int, ...]:
     return tuple(int(v) for v in values) if values is not None else ()
 
 
-def _tensor(model: "schema.ModelT", index: int, tensor: "schema.TensorT") -> Tensor:
+def _tensor(model: schema.ModelT, index: int, tensor: schema.TensorT) -> Tensor:
     quant = tensor.quantization
     scales = tuple(float(s) for s in quant.scale) if quant is not None and quant.scale is not None else ()
     zero_points = _ints(quant.zeroPoint) if quant is not None and quant.zeroPoint is not None else ()
@@ -110,7 +111,7 @@ def _tensor(model: "schema.ModelT", index: int, tensor: "schema.TensorT") -> Ten
                   variable=bool(tensor.isVariable))
 
 
-def _ops(model: "schema.ModelT", subgraph: "schema.SubGraphT") -> tuple[Op, ...]:
+def _ops(model: schema.ModelT, subgraph: schema.SubGraphT) -> tuple[Op, ...]:
     ops = []
     for op in subgraph.operators or []:
         name, custom = _op_name(model, op)
@@ -129,7 +130,7 @@ def read_graph(data: bytes) -> Graph:
                  subgraph_ops=tuple(_ops(model, sg) for sg in model.subgraphs))
 
 
-def _static_ops(model: "schema.ModelT") -> list[int]:
+def _static_ops(model: schema.ModelT) -> list[int]:
     """Indices of the main subgraph's ops whose outputs do not depend on the input values: SHAPE of a fixed-shape
     tensor, and any op fed only by constants or by such ops. TFLite Micro's shapes are fixed, so these are
     constants in all but name."""
@@ -190,7 +191,7 @@ class _AlignedBuilder(flatbuffers.Builder):
 
     __slots__ = ()
 
-    def CreateNumpyVector(self, x: np.ndarray) -> int:  # noqa: N802 (the flatbuffers name)
+    def CreateNumpyVector(self, x: np.ndarray) -> int:
         if x.dtype != np.uint8:
             return super().CreateNumpyVector(x)
         payload = x.tobytes()
