@@ -75,10 +75,11 @@ def test_deploy_creates_everything(project: Path) -> None:
     url = client.get_function_url_config(FunctionName=FUNCTION, Qualifier="dev")
     assert url["AuthType"] == "AWS_IAM" and url["FunctionUrl"] in result.output
     iam = boto3.client("iam")
-    policy = iam.get_role_policy(RoleName=ROLE_NAME, PolicyName=deploy_module.LOG_POLICY_NAME)["PolicyDocument"]
-    actions = [a for s in policy["Statement"] for a in s["Action"]]
-    assert sorted(actions) == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
-    assert not any("*" in a for a in actions)
+    assert iam.list_role_policies(RoleName=ROLE_NAME)["PolicyNames"] == [f"edgemaas-logs-us-east-1-{FUNCTION}"]
+    policy = iam.get_role_policy(RoleName=ROLE_NAME, PolicyName=f"edgemaas-logs-us-east-1-{FUNCTION}")
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert sorted(statement["Action"]) == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+    assert statement["Resource"] == f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{FUNCTION}:*"
     assert config["Configuration"]["Role"].endswith(f":role/{ROLE_NAME}")
 
 

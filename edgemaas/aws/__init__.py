@@ -3,6 +3,9 @@
 - `deploy`: plan (describe/list calls only) → print → execute; records in `deploy.py` carry no behaviour.
 - `invoke`: synchronous and batch invokes of a deployed alias.
 - `operate`: status, rollback, destroy.
+- `retries`: how every client retries (throttling, 5xx, updates in progress; growing waits, AWS_MAX_ATTEMPTS).
+- `policy`: every IAM policy edgemaas writes or asks for (the execution role's, the minimal deploy policy).
+- `errors`: boto errors said the way a user can act on them (an access error names the action and the statement).
 
 boto3's standard credential chain, profiles, regions and `AWS_ENDPOINT_URL` (and its per-service variants) apply.
 Credentials are never printed or written anywhere by edgemaas.
@@ -32,10 +35,13 @@ class Aws:
     region: str
 
     def client(self, service: str) -> Any:
+        """A client whose every call (waiters and paginators included) retries what waiting fixes (`retries`)."""
         from botocore.config import Config
 
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=70)
-        return self.session.client(service, region_name=self.region, config=config)
+        from .retries import install
+
+        config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=70)
+        return install(self.session.client(service, region_name=self.region, config=config))
 
 
 def connect(profile: str | None = None, region: str | None = None) -> Aws:
@@ -58,16 +64,17 @@ def connect(profile: str | None = None, region: str | None = None) -> Aws:
 
 
 @contextmanager
-def aws_errors() -> Iterator[None]:
-    """Turn boto errors a user can act on into UserError (→ `Error: ...` in the CLI)."""
+def aws_errors(rerun: str | None = None) -> Iterator[None]:
+    """Turn boto errors a user can act on into UserError (→ `Error: ...` in the CLI). `rerun`: how to pick up where
+    a failed command stopped (default: run the same command again)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .errors import translate
+    from .errors import RERUN, translate
 
     try:
         yield
     except (ClientError, BotoCoreError) as exc:
-        error = translate(exc)
+        error = translate(exc, rerun or RERUN)
         if error is None:
             raise
         raise error from None

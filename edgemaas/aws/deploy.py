@@ -21,32 +21,16 @@ from ..errors import UserError
 from ..packaging import lambda_zip
 from ..runtime.manifest import sha256_file
 from . import ROLE_NAME, Aws, function_name
-from .errors import error_code, with_retries
+from .errors import error_code
+from .policy import ASSUME_ROLE_POLICY, execution_policy, log_policy_name
 
 DIRECT_UPLOAD_LIMIT = lambda_zip.DIRECT_UPLOAD_LIMIT  # larger zips go through S3
-LOG_POLICY_NAME = "edgemaas-basic-logging"
-ASSUME_ROLE_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-}
 URL_PERMISSION_SID = "edgemaas-function-url-public"
 NO_OP = "no-op"
 # The order steps run in: uploads before what reads them, the function before its version, alias and URL.
 STEP_ORDER = ("role", "s3 bucket", "s3 object", "layer", "function", "configuration", "tags", "version", "alias",
               "url")
 AUTH_TYPES = ("NONE", "AWS_IAM")
-
-
-def log_policy(partition: str = "aws") -> dict[str, Any]:
-    """What AWSLambdaBasicExecutionRole grants, as an inline policy: write the function's own logs, nothing else."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": f"arn:{partition}:logs:*:*:log-group:/aws/lambda/*",  # any name: --function-name
-        }],
-    }
 
 
 @dataclass
@@ -233,26 +217,28 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
     account, partition = identity["Account"], identity["Arn"].split(":")[1]
     steps: list[Step] = []
 
-    # The execution role: basic logging only.
+    # The execution role, shared by edgemaas functions; each function's inline policy writes its own logs only.
     role = _missing(lambda: iam.get_role(RoleName=ROLE_NAME))
-    policy = log_policy(partition)
+    policy_name = log_policy_name(request.function_name, aws.region)
+    policy = execution_policy(request.function_name, aws.region, account, partition)
+    params = {"policy_name": policy_name, "policy": policy}
     if role is None:
         role_arn = f"arn:{partition}:iam::{account}:role/{ROLE_NAME}"
-        steps.append(Step("role", ROLE_NAME, "create", "no execution role yet (logging permissions only)",
-                          {"policy": policy}))
+        steps.append(Step("role", ROLE_NAME, "create", "no execution role yet (it may write this function's logs, "
+                                                       "nothing else)", params))
     else:
         role_arn = role["Role"]["Arn"]
-        inline = _missing(lambda: iam.get_role_policy(RoleName=ROLE_NAME, PolicyName=LOG_POLICY_NAME))
+        inline = _missing(lambda: iam.get_role_policy(RoleName=ROLE_NAME, PolicyName=policy_name))
         document = inline and inline["PolicyDocument"]
         if isinstance(document, str):
             from urllib.parse import unquote
 
             document = json.loads(unquote(document))
         if document != policy:
-            steps.append(Step("role", ROLE_NAME, "update", "its logging policy is missing or different",
-                              {"policy": policy}))
+            steps.append(Step("role", ROLE_NAME, "update", f"its policy {policy_name} (this function's logs) is "
+                                                           "missing or different", params))
         else:
-            steps.append(Step("role", ROLE_NAME, NO_OP, "exists with the logging policy"))
+            steps.append(Step("role", ROLE_NAME, NO_OP, f"exists; {policy_name} lets it write this function's logs"))
 
     # The shared runtime layer: a version whose description carries the zip's sha256.
     layer_arn = None
@@ -373,7 +359,9 @@ def _size(size: int) -> str:
 # ---------------------------------------------------------------------------------------------------- execution
 
 def execute(aws: Aws, plan: Plan, report: Callable[[Step], None] = lambda step: None) -> DeployResult:
-    """Carry out the plan's changes in order; each one retried on throttling and conflicts."""
+    """Carry out the plan's changes in order. The client retries throttling, 5xx and updates in progress
+    (`retries`); a create that finds its resource already made (by an earlier, interrupted run, or a retried call
+    that had reached AWS) updates it instead, so running the same deploy again always converges."""
     request, lam = plan.request, aws.client("lambda")
     iam = aws.client("iam") if any(s.resource == "role" and s.action != NO_OP for s in plan.steps) else None
     s3 = aws.client("s3") if any(s.resource.startswith("s3") and s.action != NO_OP for s in plan.steps) else None
@@ -390,70 +378,98 @@ def execute(aws: Aws, plan: Plan, report: Callable[[Step], None] = lambda step: 
         report(step)
         if step.resource == "role":
             if step.action == "create":
-                with_retries(lambda: iam.create_role(
-                    RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(ASSUME_ROLE_POLICY),
-                    Description="edgemaas Lambda functions: write their own logs, nothing else",
-                    Tags=[{"Key": "edgemaas", "Value": "true"}]))
-            with_retries(lambda: iam.put_role_policy(RoleName=ROLE_NAME, PolicyName=LOG_POLICY_NAME,
-                                                     PolicyDocument=json.dumps(step.params["policy"])))
+                _unless_exists(iam.create_role, RoleName=ROLE_NAME,
+                               AssumeRolePolicyDocument=json.dumps(ASSUME_ROLE_POLICY),
+                               Description="edgemaas Lambda functions: each may write its own logs, nothing else",
+                               Tags=[{"Key": "edgemaas", "Value": "true"}])
+            iam.put_role_policy(RoleName=ROLE_NAME, PolicyName=step.params["policy_name"],
+                                PolicyDocument=json.dumps(step.params["policy"]))
         elif step.resource == "s3 bucket":
             kwargs: dict[str, Any] = {"Bucket": step.name}
             if aws.region != "us-east-1":
                 kwargs["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
-            with_retries(lambda: s3.create_bucket(**kwargs))
+            _unless_exists(s3.create_bucket, **kwargs)
         elif step.resource == "s3 object":
             source = request.code if step.params["what"] == "function zip" else request.layer
             s3.upload_file(str(source.path), step.params["bucket"], step.params["key"])
         elif step.resource == "layer":
             content = s3_code.get("layer zip") or {"ZipFile": request.layer.path.read_bytes()}
-            published = with_retries(lambda: lam.publish_layer_version(
+            published = lam.publish_layer_version(
                 LayerName=request.layer_name, Description=f"edgemaas runtime {step.params['marker']}",
-                Content=content, CompatibleRuntimes=[request.runtime], CompatibleArchitectures=[request.arch]))
+                Content=content, CompatibleRuntimes=[request.runtime], CompatibleArchitectures=[request.arch])
             layer_arn = published["LayerVersionArn"]
         elif step.resource == "function":
             code = s3_code.get("function zip") or {"ZipFile": request.code.path.read_bytes()}
+            config = _function_config(request, plan.role_arn, layer_arn)
+            created = None
             if step.action == "create":
-                config = _function_config(request, plan.role_arn, layer_arn)
-                created = with_retries(lambda: lam.create_function(
-                    FunctionName=name, Code=code, PackageType="Zip", Architectures=[request.arch],
-                    Tags=request.tags, **config))
+                created = _unless_exists(lam.create_function, FunctionName=name, Code=code, PackageType="Zip",
+                                         Architectures=[request.arch], Tags=request.tags, **config)
+            if created is not None:
                 function_arn = created["FunctionArn"]
                 lam.get_waiter("function_active_v2").wait(FunctionName=name)
-            else:
-                with_retries(lambda: lam.update_function_code(FunctionName=name, Architectures=[request.arch],
-                                                              **code))
+            else:  # an update, or a create that an earlier attempt had already made
+                lam.update_function_code(FunctionName=name, Architectures=[request.arch], **code)
                 lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+                if step.action == "create":
+                    lam.update_function_configuration(FunctionName=name, **config)
+                    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
         elif step.resource == "configuration":
             config = _function_config(request, plan.role_arn, layer_arn)
-            with_retries(lambda: lam.update_function_configuration(FunctionName=name, **config))
+            lam.update_function_configuration(FunctionName=name, **config)
             lam.get_waiter("function_updated_v2").wait(FunctionName=name)
         elif step.resource == "tags":
             function_arn = function_arn or lam.get_function_configuration(FunctionName=name)["FunctionArn"]
-            with_retries(lambda: lam.tag_resource(Resource=function_arn, Tags=step.params["tags"]))
+            lam.tag_resource(Resource=function_arn, Tags=step.params["tags"])
         elif step.resource == "version":
-            published = with_retries(lambda: lam.publish_version(
+            published = lam.publish_version(
                 FunctionName=name, CodeSha256=request.code.code_sha256,
-                Description=f"edgemaas {request.model} {request.variant} {request.code.sha256[:12]}"))
+                Description=f"edgemaas {request.model} {request.variant} {request.code.sha256[:12]}")
             version = published["Version"]
         elif step.resource == "alias":
-            if step.action == "create":
-                with_retries(lambda: lam.create_alias(FunctionName=name, Name=request.stage, FunctionVersion=version,
-                                                      Description=f"edgemaas stage {request.stage}"))
-            else:
-                with_retries(lambda: lam.update_alias(FunctionName=name, Name=request.stage, FunctionVersion=version))
+            if step.action != "create" or _unless_exists(
+                    lam.create_alias, FunctionName=name, Name=request.stage, FunctionVersion=version,
+                    Description=f"edgemaas stage {request.stage}") is None:
+                lam.update_alias(FunctionName=name, Name=request.stage, FunctionVersion=version)
         elif step.resource == "url":
             if step.action == "delete":
-                with_retries(lambda: lam.delete_function_url_config(FunctionName=name, Qualifier=request.stage))
+                lam.delete_function_url_config(FunctionName=name, Qualifier=request.stage)
                 url = None
             else:
-                call = lam.create_function_url_config if step.action == "create" else lam.update_function_url_config
-                url = with_retries(lambda: call(FunctionName=name, Qualifier=request.stage,
-                                                AuthType=request.auth))["FunctionUrl"]
+                made = None
+                if step.action == "create":
+                    made = _unless_exists(lam.create_function_url_config, FunctionName=name,
+                                          Qualifier=request.stage, AuthType=request.auth)
+                if made is None:
+                    made = lam.update_function_url_config(FunctionName=name, Qualifier=request.stage,
+                                                          AuthType=request.auth)
+                url = made["FunctionUrl"]
                 if request.auth == "NONE":
                     _allow_public_url(lam, name, request.stage)
         done.append(step)
     alias = lam.get_alias(FunctionName=name, Name=request.stage)
     return DeployResult(name, request.stage, alias["FunctionVersion"], alias["AliasArn"], url, bool(done), done)
+
+
+# What AWS answers when a create finds its resource there already. Lambda's ResourceConflictException also means
+# "update in progress", which the client retries: only its "already exist(s)" wording means "exists" (moto says
+# ConflictException for an alias).
+_EXISTS_CODES = {"EntityAlreadyExists", "BucketAlreadyOwnedByYou"}
+_EXISTS_WORDS = ("already exist", "exists for this")
+
+
+def _unless_exists(create: Callable[..., Any], **params: Any) -> Any:
+    """create(**params), or None when what it creates exists already."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return create(**params)
+    except ClientError as exc:
+        code, message = error_code(exc), str(exc).lower()
+        if code in _EXISTS_CODES or ("Conflict" in code or code == "ResourceInUseException") and any(
+                word in message for word in _EXISTS_WORDS):
+            return None
+        raise
 
 
 def _function_config(request: DeployRequest, role_arn: str, layer_arn: str | None) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 
 from ..errors import UserError
 from . import ROLE_NAME, Aws
-from .deploy import LOG_POLICY_NAME
-from .errors import error_code, with_retries
+from .errors import error_code
+from .policy import LOG_POLICY_PREFIX, log_policy_name
 
 
 @dataclass
@@ -117,7 +117,7 @@ def rollback(aws: Aws, function: str, stage: str, to: str) -> tuple[str, str]:
         raise UserError(f"{function} has no version {to!r} (published versions: {listed}); give one of them or "
                         "'previous'")
     if target != current:
-        with_retries(lambda: lam.update_alias(FunctionName=function, Name=stage, FunctionVersion=target))
+        lam.update_alias(FunctionName=function, Name=stage, FunctionVersion=target)
     return current, target
 
 
@@ -127,9 +127,20 @@ class Destroyed:
     kept: list[str]
 
 
+def _delete_role_policy(iam: Any, name: str) -> bool:
+    try:
+        iam.delete_role_policy(RoleName=ROLE_NAME, PolicyName=name)
+        return True
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+        return False
+
+
 def destroy(aws: Aws, function: str, everything: bool = False) -> Destroyed:
-    """Delete the function's URLs, aliases and the function (every version). The runtime layer and the execution
-    role are shared by every edgemaas function: kept, unless `everything` and no other function uses them."""
+    """Delete the function's URLs, aliases and the function (every version), and its log policy on the execution
+    role. The runtime layer and the execution role are shared by every edgemaas function: kept, unless `everything`
+    and no other function uses them (a function in another region shows by its log policy on the role)."""
     lam = aws.client("lambda")
     found = _get_function(lam, function, aws)
     layer_arns = {layer["Arn"] for v in _versions(lam, function) for layer in v.get("Layers") or []}
@@ -142,9 +153,9 @@ def destroy(aws: Aws, function: str, everything: bool = False) -> Destroyed:
         except ClientError as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise
-        with_retries(lambda: lam.delete_alias(FunctionName=function, Name=alias["Name"]))
+        lam.delete_alias(FunctionName=function, Name=alias["Name"])
         deleted.append(f"alias {function}:{alias['Name']}")
-    with_retries(lambda: lam.delete_function(FunctionName=function))
+    lam.delete_function(FunctionName=function)
     deleted.append(f"function {function} (all versions)")
 
     others = []
@@ -154,20 +165,26 @@ def destroy(aws: Aws, function: str, everything: bool = False) -> Destroyed:
     for arn in sorted(layer_arns):
         name, version = arn.rsplit(":", 2)[-2:]
         if everything and arn not in layers_in_use:
-            with_retries(lambda: lam.delete_layer_version(LayerName=name, VersionNumber=int(version)))
+            lam.delete_layer_version(LayerName=name, VersionNumber=int(version))
             deleted.append(f"layer {name}:{version}")
         else:
             kept.append(f"layer {name}:{version}" + (" (used by other functions)" if everything else ""))
     if role.endswith(f":role/{ROLE_NAME}"):
-        if everything and not any(f.get("Role") == role for f in others):
-            iam = aws.client("iam")
-            try:
-                iam.delete_role_policy(RoleName=ROLE_NAME, PolicyName=LOG_POLICY_NAME)
-            except ClientError as exc:
-                if error_code(exc) != "NoSuchEntity":
-                    raise
-            iam.delete_role(RoleName=ROLE_NAME)
-            deleted.append(f"role {ROLE_NAME}")
+        iam = aws.client("iam")
+        if _delete_role_policy(iam, log_policy_name(function, aws.region)):
+            deleted.append(f"the role's log policy for {function}")
+        if everything:
+            remaining = [name for page in iam.get_paginator("list_role_policies").paginate(RoleName=ROLE_NAME)
+                         for name in page.get("PolicyNames", [])]
+            # Another function's log policy means it is in use, in this region or another.
+            users = [name for name in remaining if name.startswith(LOG_POLICY_PREFIX)]
+            if any(f.get("Role") == role for f in others) or users:
+                kept.append(f"role {ROLE_NAME} (used by other functions)")
+            else:
+                for name in remaining:  # e.g. a policy an older edgemaas wrote
+                    _delete_role_policy(iam, name)
+                iam.delete_role(RoleName=ROLE_NAME)
+                deleted.append(f"role {ROLE_NAME}")
         else:
-            kept.append(f"role {ROLE_NAME}" + (" (used by other functions)" if everything else ""))
+            kept.append(f"role {ROLE_NAME}")
     return Destroyed(deleted, kept)

@@ -136,7 +136,9 @@ def deploy(target: str, stage: str, function_name: str | None, region: str | Non
     TARGET is a model name (dist/<name>/lambda), a dist folder or its package.json. The plan uses describe and
     list calls only; the deploy then creates or updates the execution role (logging only), the runtime layer (when
     its content changed), the function, its configuration and tags, publishes a version, points the alias STAGE at
-    it and gives the alias a function URL. Run it again: what is unchanged stays unchanged.
+    it and gives the alias a function URL. Run it again: what is unchanged stays unchanged, and a deploy that was
+    interrupted or gave up (AWS throttling or failing beyond the retries) completes. The identity needs the policy
+    `edgemaas deploy-policy` prints.
 
     \b
     Example:
@@ -149,26 +151,80 @@ def deploy(target: str, stage: str, function_name: str | None, region: str | Non
 
     request = load_request(target, workspace().dist, stage, function_name, memory_mb, timeout_s, s3_bucket, url,
                            auth, log_level)
-    with aws_errors():
-        aws = connect(profile, region)
-        planned = plan(aws, request)
-        out.print(_plan_table(planned))
-        todo = changes(planned)
-        if not todo:
-            console.print(f"[green]nothing changed[/green]: {request.function_name}:{stage} is up to date "
-                          f"(version {planned.version})" + (f", {planned.url}" if planned.url else ""))
-            return
-        if dry_run:
-            console.print(f"dry run: {len(todo)} change(s) planned; nothing was changed")
-            return
-        with console.status("deploying") as spinner:
-            result = execute(aws, planned, lambda step: spinner.update(
-                f"{step.action} {step.resource} {step.name}"))
+    started: list[Any] = []  # the steps execute has begun, in order
+    todo: list[Any] = []
+    try:
+        with aws_errors(RERUN_DEPLOY):
+            aws = connect(profile, region)
+            planned = plan(aws, request)
+            out.print(_plan_table(planned))
+            todo = changes(planned)
+            if not todo:
+                console.print(f"[green]nothing changed[/green]: {request.function_name}:{stage} is up to date "
+                              f"(version {planned.version})" + (f", {planned.url}" if planned.url else ""))
+                return
+            if dry_run:
+                console.print(f"dry run: {len(todo)} change(s) planned; nothing was changed")
+                return
+            with console.status("deploying") as spinner:
+                def report(step: Any) -> None:
+                    started.append(step)
+                    spinner.update(f"{step.action} {step.resource} {step.name}")
+
+                result = execute(aws, planned, report)
+    except KeyboardInterrupt:
+        console.print(_interrupted(started, len(todo)), highlight=False)
+        raise SystemExit(130) from None
     console.print(f"[green]deployed[/green] {result.function_name} version {result.version} → alias {stage} "
                   f"({aws.region}): {len(result.done)} change(s)")
     if result.url:
         console.print(f"  URL: {result.url}" + (" (AWS_IAM: sign requests with SigV4)" if auth == "AWS_IAM" else ""))
     console.print(f"  invoke: edgemaas invoke {request.model} --stage {stage} --data '{{\"inputs\": [...]}}'")
+
+
+RERUN_DEPLOY = "run the same command again: the deploy continues from what the account holds"
+
+
+def _interrupted(started: list[Any], total: int) -> str:
+    if not started:
+        return "deploy stopped (interrupted) before changing anything; run the same command again to deploy"
+    step = started[-1]
+    return (f"deploy stopped (interrupted) during {step.action} {step.resource} {step.name}, after "
+            f"{len(started) - 1} of {total} change(s). Nothing is lost: run the same command again and it "
+            "completes the deploy from what the account holds")
+
+
+@click.command("deploy-policy")
+@click.option("--account", default="*", show_default=True, help="The AWS account id the policy is for.")
+@click.option("--region", default="*", show_default=True, help="The region deploys go to.")
+@click.option("--partition", default="aws", show_default=True, help="aws, aws-cn or aws-us-gov.")
+@click.option("--s3-bucket", help="The bucket given to deploy --s3-bucket (default: the bucket deploy makes, "
+                                  "edgemaas-artifacts-<account>-<region>).")
+@click.option("--deploy-only", is_flag=True, help="Leave out what status, rollback, destroy and invoke need.")
+@handle_errors
+def deploy_policy(account: str, region: str, partition: str, s3_bucket: str | None, deploy_only: bool) -> None:
+    """Print the least IAM policy that lets an identity (a person, CI) run `edgemaas deploy` (JSON).
+
+    Every action is named (no wildcards); resources are the edgemaas-* functions and layers, the one execution
+    role (passed to Lambda only) and the artifacts bucket. Attach it to the deploying user or role.
+
+    \b
+    Example:
+      edgemaas deploy-policy --account 123456789012 --region eu-west-1 > edgemaas-deploy-policy.json
+      aws iam put-user-policy --user-name ci --policy-name edgemaas-deploy \\
+        --policy-document file://edgemaas-deploy-policy.json
+    """
+    import re
+
+    from ..aws.policy import deploy_policy as make_policy
+    from ..aws.policy import render
+    from ..errors import UserError
+
+    if account != "*" and not re.fullmatch(r"\d{12}", account):
+        raise UserError(f"--account {account!r}: an AWS account id is 12 digits")
+    if region != "*" and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        raise UserError(f"--region {region!r}: not a region name like eu-west-1")
+    click.echo(render(make_policy(account, region, partition, s3_bucket, operate=not deploy_only)))
 
 
 def _plan_table(planned: Any) -> Table:
