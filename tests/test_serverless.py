@@ -228,7 +228,19 @@ def test_sam_template(tmp_path: Path) -> None:
     assert cnn["Tags"]["edgemaas:model-sha256"] == "ab" * 32
     assert {e["Properties"]["Method"] + " " + e["Properties"]["Path"] for e in cnn["Events"].values()} == \
         {"POST /cnn", "GET /cnn"}
-    assert "Policies" not in cnn and "Role" not in cnn  # SAM's basic execution role: CloudWatch Logs only
+    # Its own role, which may write to its own log group only (not SAM's default: every log group).
+    assert "Policies" not in cnn and cnn["Role"] == {"Fn::GetAtt": ["CnnRole", "Arn"]}
+    assert cnn["LoggingConfig"] == {"LogGroup": {"Ref": "CnnLogGroup"}}
+    assert resources["CnnLogGroup"]["Properties"] == {"LogGroupName": {"Fn::Sub": "/aws/lambda/${AWS::StackName}-cnn"}}
+    role = resources["CnnRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+    (policy,) = role["Policies"]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": {"Fn::GetAtt": ["CnnLogGroup", "Arn"]}}]
+    assert sorted(k for k, v in resources.items() if v["Type"] == "AWS::IAM::Role") == \
+        ["CnnRole", "LinearRole", "NlpRole", "OnnxModelRole"]
     assert resources["OnnxModelFunction"]["Properties"]["Layers"] == [{"Ref": "EdgemaasOnnxruntimePy312Arm64Layer"}]
     assert "Layers" not in resources["LinearFunction"]["Properties"]
     assert (resources["NlpFunction"]["Properties"]["MemorySize"], resources["NlpFunction"]["Properties"]["Timeout"]) \
@@ -301,7 +313,8 @@ def test_main_writes_both_files_and_links(tmp_path: Path, monkeypatch: pytest.Mo
                  "--function-url"
     assert regenerate in Path("serverless.yml").read_text() and regenerate in Path("template.yaml").read_text()
     resources = sam_load(Path("template.yaml").read_text())["Resources"]
-    assert sorted(resources) == ["CnnFunction", "EdgemaasLitertPy312X8664Layer", "HttpApi", "NlpFunction"]
+    assert sorted(resources) == ["CnnFunction", "CnnLogGroup", "CnnRole", "EdgemaasLitertPy312X8664Layer", "HttpApi",
+                                 "NlpFunction", "NlpLogGroup", "NlpRole"]
     assert Path("dist/cnn/lambda/cnn.zip").is_symlink() and not Path("dist/linear/lambda/linear.zip").exists()
     assert main(["mobilenet", "--serverless", "serverless.yml"]) == 1
     assert "Error: no Lambda package for 'mobilenet'" in capsys.readouterr().err
@@ -419,6 +432,10 @@ def check_compiled(template: dict, records: list[dict], function_url: bool) -> N
                                                          else s["Action"])}
     assert not [a for a in actions if "*" in a], actions
     assert actions <= {"logs:CreateLogStream", "logs:CreateLogGroup", "logs:TagResource", "logs:PutLogEvents"}
+    # ... on the service's own log groups (/aws/lambda/<service>-<stage>*), never on every resource
+    resources = [r for s in statements for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
+    assert resources and all(isinstance(r, dict) and "/aws/lambda/edgemaas-dev" in json.dumps(r) for r in resources), \
+        resources
     assert not by_type.get("AWS::IAM::Policy") and not by_type.get("AWS::IAM::ManagedPolicy")
 
 

@@ -3,8 +3,9 @@
 Both are rendered from the package records (`dist/<name>/lambda/package.json`, written by `edgemaas package`) with
 Jinja2 templates in the repository's `templates/`. One service holds one function per model, the shared runtime
 layer(s) its functions use, an HTTP API route pair per model (`POST /<name>` to predict, `GET /<name>` for the
-model's description) and, optionally, a function URL. Functions get the frameworks' default execution role, which
-only writes to CloudWatch Logs. Paths in the output are relative to the directory the file is written into.
+model's description) and, optionally, a function URL. In the SAM template each function has its own role and log
+group, and the role may write to that log group only; Serverless's default role writes only to the service's log
+groups (/aws/lambda/<service>-<stage>*). Paths in the output are relative to the directory the file is written into.
 
 Serverless v3 uploads every artifact to one S3 folder under the artifact's *file name* (serverless/serverless#4128,
 #5939, still open), so four `function.zip` files would overwrite each other and every function would run the last
@@ -240,8 +241,11 @@ def render_serverless(records: list[dict], service: str = "edgemaas", region: st
 def render_sam(records: list[dict], base_dir: Path = Path("."), stage: str = "dev", function_url: bool = False,
                command: str | None = None) -> str:
     """An AWS SAM `template.yaml` for the packaged models (same checks as render_serverless)."""
+    from ..aws.policy import LAMBDA_SERVICE, LOG_GROUP_ACTIONS
+
     context = _context(records, base_dir, stage, function_url)
     context["command"] = command or f"python -m edgemaas.packaging.serverless {context['names']} --sam template.yaml"
+    context.update(lambda_service=LAMBDA_SERVICE, log_actions=LOG_GROUP_ACTIONS)
     return _environment().get_template(SAM_TEMPLATE).render(context)
 
 
