@@ -294,9 +294,12 @@ def _run_tool(tool: str, args: list[str], cwd: Path) -> str:
     except subprocess.TimeoutExpired:
         raise _ToolFailed(f"onnxruntime's {tool} did not finish in {TOOL_TIMEOUT_S} s") from None
     if done.returncode != 0:
-        tail = "\n".join(done.stdout.strip().splitlines()[-6:])
+        lines = done.stdout.strip().splitlines()
+        # A Python traceback's last exception line says what went wrong; otherwise show the tool's last lines.
+        errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Fail)\w*: ", line)]
+        reason = errors[-1] if errors else "\n".join(lines[-6:])
         hint = " (is onnxruntime installed? pip install onnxruntime)" if "No module named" in done.stdout else ""
-        raise _ToolFailed(f"onnxruntime's {tool} failed (exit {done.returncode}){hint}:\n{tail}")
+        raise _ToolFailed(f"onnxruntime's {tool} failed (exit {done.returncode}){hint}: {reason}")
     return done.stdout
 
 
