@@ -208,7 +208,7 @@ def _specs(paths: tuple[str, ...]) -> list[Any]:
     return [load_spec(p) for p in (paths or _spec_paths())]
 
 
-for command in (package.package, invoke.invoke, aws.deploy, aws.status, aws.rollback, aws.destroy):
+for command in (package.package, invoke.invoke, aws.deploy, aws.deploy_policy, aws.status, aws.rollback, aws.destroy):
     cli.add_command(command)
 
 

@@ -22,10 +22,9 @@ from . import __version__
 from .errors import StageFailed
 from .evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from .isolate import run_isolated
-from .passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, \
-    tflite_passes
+from .passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
 from .runtime import Manifest, ModelFile, ModelLoadError, load_model, read_manifest
-from .runtime.manifest import sha256_file
+from .runtime.manifest import intact, sha256_file
 from .runtime.processing import InputProcessor, OutputProcessor
 from .signature import variant_manifest
 from .spec import CompressSection, GateSection
@@ -286,7 +285,7 @@ def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest
     if not force:
         try:
             existing = read_manifest(out_dir)
-            if existing.provenance.get("fingerprint") == fingerprint:
+            if existing.provenance.get("fingerprint") == fingerprint and intact(out_dir, existing):
                 return existing
         except ModelLoadError:
             pass

@@ -38,6 +38,10 @@ def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float, log_path: P
                 process.kill()
                 process.wait()
                 raise StageFailed(f"timed out after {timeout:.0f} s" + _log_tail(log)) from None
+            except BaseException:  # Ctrl-C or a kill of the parent: the child must not go on writing
+                process.kill()
+                process.wait()
+                raise
         if not result.exists():
             raise StageFailed(f"the process crashed ({_exit_reason(code)})" + _log_tail(log))
         status, payload = pickle.loads(result.read_bytes())

@@ -22,6 +22,7 @@ from .isolate import run_isolated
 from .packaging.lambda_zip import package_lambda
 from .passes import KERAS_ROOT
 from .runtime import Manifest, ModelLoadError, read_manifest
+from .runtime.manifest import intact
 from .spec import Spec, load_spec
 from .workspace import FLOAT_VARIANT, Workspace
 
@@ -55,7 +56,8 @@ def ensure_trained(spec: Spec, ws: Workspace, force: bool = False, report: Repor
     if not force:
         try:
             existing = read_manifest(ws.variant_dir(spec.name, FLOAT_VARIANT))
-            if existing.provenance.get("spec_fingerprint") == stamp and ws.data_file(spec.name).exists():
+            if existing.provenance.get("spec_fingerprint") == stamp and ws.data_file(spec.name).exists() \
+                    and intact(ws.variant_dir(spec.name, FLOAT_VARIANT), existing):
                 report("trained model up to date")
                 return existing
         except ModelLoadError:

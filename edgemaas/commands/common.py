@@ -30,6 +30,12 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if click.get_current_context().find_root().params.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            # Every artifact is written under a temporary name and renamed into place, so nothing half-written
+            # is left looking complete, and each stage redoes only what did not finish.
+            console.print("\n[yellow]Interrupted.[/yellow] Nothing half-written was left behind; run the same "
+                          "command again to finish.")
+            raise SystemExit(130) from None
 
     return wrapper
 

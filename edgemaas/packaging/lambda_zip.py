@@ -288,8 +288,27 @@ def _tree(root: Path, prefix: str) -> Iterator[tuple[str, Path]]:
             yield prefix + path.relative_to(root).as_posix(), path
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete `.NAME.<pid>.tmp` files left by a writer of `path` that was killed (its process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_deterministic_zip(zip_path: Path, files: dict[str, Path | bytes]) -> None:
     """Sorted entries, fixed timestamps, normalised modes; written to a temporary name and renamed into place."""
+    remove_stale_temporaries(zip_path)
     tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:

@@ -109,6 +109,12 @@ def read_manifest(directory: Path) -> Manifest:
     return Manifest.from_dict(data)
 
 
+def intact(directory: Path, manifest: Manifest) -> bool:
+    """Whether the model file a manifest names is there and matches its sha256 (for reusing earlier work)."""
+    path = Path(directory) / manifest.model.file
+    return path.is_file() and sha256_file(path) == manifest.model.sha256
+
+
 def read_verified_model(directory: Path, manifest: Manifest) -> bytes:
     """Read the model file once and check it against the manifest's sha256 (tampered or truncated files fail)."""
     path = Path(directory) / manifest.model.file
