@@ -76,8 +76,9 @@ def test_package_files_and_record(packages) -> None:
         out = Path(package.out_dir)
         record = json.loads((out / RECORD_NAME).read_text())
         on_disk = sorted(p.name for p in out.iterdir() if p.name != RECORD_NAME)
-        assert sorted(f["name"] for f in record["files"]) == on_disk  # nothing staged or temporary left behind
-        for f in record["files"]:
+        assert sorted(f["name"] for f in record["artifacts"]) == on_disk  # nothing staged or temporary left behind
+        assert sorted(record["files"]) == sorted(str(out / f) for f in on_disk) == sorted(package.files)
+        for f in record["artifacts"]:
             assert f["size_bytes"] == (out / f["name"]).stat().st_size
             assert f["sha256"] == sha256_file(out / f["name"])
         snippet = "Model.kt" if platform == "android" else "Model.swift"
@@ -297,3 +298,29 @@ def test_a_model_the_tools_cannot_convert(trained: Workspace, tmp_path: Path) ->
     assert any("failed" in w and "the .ort side was not packaged" in w for w in package.warnings)
     assert {p.name for p in package.paths("tflite")} == {"cnn_int8.tflite", "cnn_float16.tflite"}
     assert not package.paths("ort") and not re.search(r"\.ort\b", (out / "cnn_metadata.json").read_text())
+
+
+def test_a_model_file_you_bring(trained: Workspace, tmp_path: Path) -> None:
+    """A brought .tflite or .onnx has one side: it is packaged, and the notes say what a brought file cannot give."""
+    from edgemaas.importing import import_model
+
+    ws = Workspace(tmp_path / "ws")
+    digits = tmp_path / "digits.tflite"
+    shutil.copyfile(trained.variant_dir("cnn", "tflite-int8") / "model.tflite", digits)
+    import_model(digits, ws, labels=[str(d) for d in range(10)])
+    package = package_mobile("android", [ws.variant_dir("digits", "imported")], None, tmp_path / "digits")
+    assert package.snippet_model == "digits_imported.tflite"
+    inputs, _ = _tflite_tensors(tmp_path / "digits" / "digits_imported.tflite")
+    assert f'"{inputs[0]["name"]}"' in (tmp_path / "digits" / "DigitsModel.kt").read_text()
+    assert any("cannot be re-quantized" in note for note in package.missing)
+    assert any("no ONNX variant" in note and "compress MODEL.tflite" in note for note in package.missing)
+
+    intents = tmp_path / "intents.onnx"
+    shutil.copyfile(trained.variant_dir("nlp", "onnx-float32") / "model.onnx", intents)
+    import_model(intents, ws)
+    package = package_mobile("ios", [], ws.variant_dir("intents", "imported"), tmp_path / "intents")
+    assert [p.name for p in package.paths("ort")] == ["intents.ort"]
+    assert any("cannot become TFLite" in note for note in package.missing)
+    # Token ids with no vocabulary (the manifest of a bare .onnx has none): no snippet, and the warning says why.
+    assert not package.paths("snippet")
+    assert any("IntentsOrtModel.swift" in w and "int32 with no text vocabulary" in w for w in package.warnings)

@@ -79,7 +79,8 @@ class MobilePackage:
     platform: str
     model: str
     out_dir: str
-    files: list[PackagedFile]
+    files: list[str] = field(default_factory=list)  # path of every file written into out_dir
+    artifacts: list[PackagedFile] = field(default_factory=list)  # the same files: role, size, sha256, variant
     snippet_model: str = ""  # the .tflite file the LiteRT snippet loads
     # Parsed usability report: per execution provider, partitions and nodes (as is, and with fixed shapes).
     usability: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class MobilePackage:
     warnings: list[str] = field(default_factory=list)
 
     def paths(self, role: str) -> list[Path]:
-        return [Path(self.out_dir) / f.name for f in self.files if f.role == role]
+        return [Path(self.out_dir) / f.name for f in self.artifacts if f.role == role]
 
     def save(self, path: Path) -> None:
         _write_text(path, json.dumps(asdict(self), indent=2) + "\n")
@@ -139,7 +140,7 @@ def package_mobile(platform: str, tflite_variants: list[Path], onnx_variant: Pat
 
 def _build(platform: str, name: str, reference: Manifest, tflite: list[_Source], onnx: _Source | None,
            staging: Path, out_dir: Path, ort_batch: int | None) -> MobilePackage:
-    package = MobilePackage(platform=platform, model=name, out_dir=str(out_dir), files=[])
+    package = MobilePackage(platform=platform, model=name, out_dir=str(out_dir))
     made: dict[str, tuple[str, str]] = {}  # file name -> (role, variant it was made from)
     model_sources: dict[str, _Source] = {}  # model file name -> its variant
     for source in tflite:
@@ -162,9 +163,10 @@ def _build(platform: str, name: str, reference: Manifest, tflite: list[_Source],
     for file_name, model_file in _render_snippets(platform, reference, models, metadata_name, staging,
                                                   package).items():
         made[file_name] = ("snippet", models[model_file]["variant"])
-    package.files = [PackagedFile(name=f, role=role, size_bytes=(staging / f).stat().st_size,
-                                  sha256=sha256_file(staging / f), variant=variant)
-                     for f, (role, variant) in made.items()]
+    package.artifacts = [PackagedFile(name=f, role=role, size_bytes=(staging / f).stat().st_size,
+                                      sha256=sha256_file(staging / f), variant=variant)
+                         for f, (role, variant) in made.items()]
+    package.files = [str(out_dir / f) for f in made]
     package.snippet_model = _primary_tflite(models) or ""
     return package
 
@@ -448,20 +450,26 @@ def _primary_tflite(models: dict[str, dict]) -> str | None:
 
 
 def _missing(name: str, tflite: list[_Source], onnx: _Source | None, models: dict[str, dict]) -> list[str]:
+    """What a phone app would want and this package lacks, each with how to get it."""
+    brought = any(s.manifest.variant.endswith("-imported") for s in [*tflite, *([onnx] if onnx else [])])
+    compress = f"`edgemaas compress {name}`"
+    requantize = ("a .tflite you bring cannot be re-quantized: bring the Keras model or SavedModel and run "
+                  "`edgemaas compress MODEL --calibration-data x.npy`") if brought else \
+        f"add it to compress.variants in the spec and run {compress}"
     notes = []
     if not tflite:
-        notes.append(f"no TFLite variant: no .tflite files and no LiteRT snippet. Make them with `edgemaas compress "
-                     f"{name}` (tflite-int8, tflite-float16); a model brought as .onnx cannot become TFLite")
+        notes.append("no TFLite variant: no .tflite files and no LiteRT snippet. " + (
+            "A model brought as .onnx cannot become TFLite: bring the Keras model and run `edgemaas compress MODEL`"
+            if brought else f"Make tflite-int8 and tflite-float16 with {compress}"))
     elif not any(e["full_int8"] for e in models.values() if e["format"] == "tflite"):
-        notes.append(f"no full-int8 TFLite: NPU delegates (NNAPI, Core ML, vendor NPUs) want int8 in and out. Make "
-                     f"it with `edgemaas compress {name}` with tflite-int8 in compress.variants (a model you bring "
-                     "needs --calibration-data; a .tflite you bring cannot be re-quantized: bring the Keras model)")
+        notes.append(f"no full-int8 TFLite (tflite-int8), which NPU delegates (NNAPI, Core ML, vendor NPUs) want: "
+                     f"{requantize}")
     if tflite and not any(s.manifest.variant == "tflite-float16" for s in tflite):
-        notes.append(f"no float16 TFLite (tflite-float16): the GPU delegate's natural input; make it with "
-                     f"`edgemaas compress {name}`")
+        notes.append(f"no float16 TFLite (tflite-float16), the GPU delegate's natural input: {requantize}")
     if onnx is None:
-        notes.append(f"no ONNX variant: no .ort, operator config or NNAPI/Core ML usability report. Make one with "
-                     f"`edgemaas compress {name}` (onnx-float32), or bring a .onnx")
+        notes.append("no ONNX variant: no .ort, operator config or NNAPI/Core ML usability report. " + (
+            "`edgemaas compress MODEL.tflite` makes ONNX variants from a .tflite (tf2onnx); package the build it makes"
+            if brought else f"Make onnx-float32 with {compress}, or bring a .onnx"))
     return notes
 
 
@@ -528,7 +536,8 @@ def _snippet_context(reference: Manifest, model_file: str, entry: dict, metadata
             item.update(max_length=int(step["max_length"]), lowercase=bool(step.get("lowercase", True)))
         else:
             if tensor["dtype"] not in ("float32", "int8", "uint8", "int16"):
-                return {}, f"numeric input {tensor['name']} is {tensor['dtype']}, which the snippets do not fill"
+                return {}, (f"input {tensor['name']} is {tensor['dtype']} with no text vocabulary; the snippets fill "
+                            "float and quantized inputs, and token ids from a vocabulary")
             sample = [int(d) for d in step["shape"]]
             item.update(sample_shape=sample, mean=_broadcastable(step.get("mean", 0.0), sample),
                         std=_broadcastable(step.get("std", 1.0), sample))
@@ -649,12 +658,12 @@ def _publish(staging: Path, out_dir: Path, package: MobilePackage) -> None:
     the record last (a reader that finds mobile.json finds every file it lists)."""
     previous: set[str] = set()
     try:
-        previous = {f["name"] for f in json.loads((out_dir / RECORD_NAME).read_text())["files"]}
+        previous = {f["name"] for f in json.loads((out_dir / RECORD_NAME).read_text())["artifacts"]}
     except (FileNotFoundError, KeyError, TypeError, json.JSONDecodeError):
         pass
-    for f in package.files:
+    for f in package.artifacts:
         os.replace(staging / f.name, out_dir / f.name)
-    for stale in previous - {f.name for f in package.files}:
+    for stale in previous - {f.name for f in package.artifacts}:
         if "/" not in stale and stale != RECORD_NAME:
             (out_dir / stale).unlink(missing_ok=True)
     package.save(out_dir / RECORD_NAME)
