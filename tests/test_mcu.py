@@ -336,3 +336,31 @@ def test_not_a_flatbuffer_refused(trained: Workspace, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a TFLite flatbuffer"):
         package_mcu(copy, tmp_path / "mcu")
     assert not (tmp_path / "mcu").exists()
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_real_tflite_micro_runs_the_array_in_the_estimated_arena(packages: dict[str, McuPackage],
+                                                                 trained: Workspace, name: str) -> None:
+    """TensorFlow Lite Micro's own interpreter (the tflite-micro package: TFLM's kernels and memory planner) loads
+    the exact bytes of the C array into an arena of the generated size, and answers like LiteRT on held-out data."""
+    try:
+        from tflite_micro.python.tflite_micro import runtime as tflm
+    except ImportError:
+        pytest.fail("TensorFlow Lite Micro's Python interpreter is needed: pip install tflite-micro")
+    from edgemaas.runtime.model import _to_tensor
+
+    package = packages[name]
+    content = (out(package) / "model.tflite").read_bytes()
+    micro = tflm.Interpreter.from_bytes(content, arena_size=package.arena_bytes)  # raises if the arena is short
+    shipped = load_model(out(package))
+    samples = np.load(trained.data_file(name))["x_test"][:16]
+    for i in range(len(samples)):
+        feeds = [_to_tensor(a, s) for a, s in zip(shipped.transform([samples[i:i + 1]]), shipped.backend.inputs)]
+        for index, feed in enumerate(feeds):
+            micro.set_input(feed, index)
+        micro.invoke()
+        expected = shipped.backend.run(feeds)[0]
+        got = micro.get_output(0)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.abs(got.astype(np.int32) - expected.astype(np.int32)).max() <= 1, (name, got, expected)
+        micro.reset()
