@@ -106,7 +106,7 @@ def _positive(kind: type) -> object:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535 (0: any free port), got {text!r}")
     return int(text)
 

@@ -179,14 +179,19 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self._path()
+        # A GET with a body (never read): close after answering, or its bytes would be parsed as the next request.
+        extra = _content_length(self.headers)
+        close = extra > 0 or bool(self.headers.get("Transfer-Encoding"))
         if path == "/health":
-            self._send(self.server.service.health_reply())
+            self._send(self.server.service.health_reply(), close=close)
         elif path == "/":
-            self._send(self.server.service.describe_reply())
+            self._send(self.server.service.describe_reply(), close=close)
         elif path == "/predict":
-            self._not_allowed("POST")
+            self._not_allowed("POST", close=close)
         else:
-            self._not_found()
+            self._not_found(close=close)
+        if close:
+            self._drain(extra)
 
     def do_POST(self) -> None:
         path = self._path()
@@ -204,6 +209,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (malformed request line, headers too long, unknown method...) as JSON."""
         self._begin()
+        if getattr(self, "request_version", "") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # a garbled request line parses as HTTP/0.9, which has no status line
         if code == HTTPStatus.NOT_IMPLEMENTED:  # a method we have no do_* for
             self._not_allowed("GET, POST", close=True)
             return
@@ -239,11 +246,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send(error_reply(411, "a Content-Length header is required", field="body",
                                    kind="LengthRequired"), close=True)
             return None
-        if len({v.strip() for v in lengths}) > 1 or not lengths[0].strip().isdigit():
+        length = _parse_length(lengths[0])
+        if len({v.strip() for v in lengths}) > 1 or length is None:
             self._send(error_reply(400, "the Content-Length header is not a single non-negative integer",
                                    field="body"), close=True)
             return None
-        length = int(lengths[0])
         if length > limit:
             exc = too_large(limit)
             self._send(error_reply(413, str(exc), field=exc.field), close=True)
@@ -311,7 +318,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         pass  # one access line per request is written when it ends, with its duration
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", _client(self.client_address), (format % args).translate(_LOG_ESCAPES))
+        # http.server's own notes (an idle connection timing out, a malformed request line): routine, so debug.
+        log.debug("%s %s", _client(self.client_address), (format % args).translate(_LOG_ESCAPES))
 
     def _log_access(self) -> None:
         if self.server.settings.access_log:
@@ -320,10 +328,19 @@ class RequestHandler(BaseHTTPRequestHandler):
                             self._sent, (time.perf_counter() - self._started) * 1000)
 
 
+def _parse_length(value: str) -> int | None:
+    """A Content-Length value as a number of bytes; None unless it is plain ASCII digits. Absurdly long numbers
+    (which int() would refuse past 4300 digits) count as larger than any limit."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value) <= 18 else sys.maxsize
+
+
 def _content_length(headers: Any) -> int:
     """The declared body size, or 0 when absent or malformed (only for deciding what to refuse or drain)."""
-    value = headers.get("Content-Length", "") if headers is not None else ""
-    return int(value) if value.strip().isdigit() else 0
+    value = headers.get("Content-Length") if headers is not None else None
+    return (_parse_length(value) or 0) if value else 0
 
 
 def _client(address: Any) -> str:

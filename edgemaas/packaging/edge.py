@@ -196,10 +196,10 @@ def _requirements(manifest: Manifest, platform: str, python_version: str) -> tup
                         f"OS bullseye has 3.9), none for {python_version} (bookworm has 3.11), and ai-edge-litert has "
                         "none at all. Use --python-version 3.9 on bullseye, or a 64-bit Raspberry Pi OS with "
                         "--platform linux_aarch64")
-    notes = [f"numpy is installed from piwheels ({PIWHEELS}) at install time: PyPI has no {platform} numpy "
-             "wheel, so the device needs network access for it",
-             f"tflite-runtime=={version} (not ai-edge-litert) serves the model on {platform}; the build-time "
-             "evaluation ran on ai-edge-litert, so outputs may differ in the last digits"]
+    notes = [(f"numpy is installed from piwheels ({PIWHEELS}) at install time: PyPI has no {platform} numpy "
+              "wheel, so the device needs network access for it"),
+             (f"tflite-runtime=={version} (not ai-edge-litert) serves the model on {platform}; the build-time "
+              "evaluation ran on ai-edge-litert, so outputs may differ in the last digits")]
     return [ARMV7L_NUMPY, f"tflite-runtime=={version}"], [f"--extra-index-url {PIWHEELS}"], notes
 
 
@@ -234,8 +234,8 @@ def _glibc_needed(wheels: list[Path]) -> str:
 
 def _code_files(module: str, top: str, manifest: Manifest, variant_dir: Path) -> dict[str, Path | bytes]:
     package = f"{top}/{module}"
-    values = dict(module=module, name=manifest.name, variant=manifest.variant, model_file=manifest.model.file,
-                  model_sha256=manifest.model.sha256, runtime=dependencies.RUNTIME_FOR_FORMAT[manifest.model.format])
+    values = {"module": module, "name": manifest.name, "variant": manifest.variant, "model_file": manifest.model.file,
+              "model_sha256": manifest.model.sha256, "runtime": dependencies.RUNTIME_FOR_FORMAT[manifest.model.format]}
     files: dict[str, Path | bytes] = {
         f"{package}/__init__.py": render(f"{TEMPLATE_DIR}/__init__.py.j2", **values).encode(),
         f"{package}/__main__.py": render(f"{TEMPLATE_DIR}/__main__.py.j2", **values).encode(),

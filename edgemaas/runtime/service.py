@@ -16,9 +16,10 @@ import binascii
 import json
 import logging
 import queue
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from .errors import RequestError
 from .model import ServingModel
