@@ -148,6 +148,9 @@ def _package_mcu(source: Any, variant: str | None, report: Any) -> None:
     report("writing TensorFlow Lite Micro sources")
     result = package_mcu(source_dir, ws.dist / source.name / "mcu")
     _print_files(result.files)
+    console.print(f"TensorFlow Lite Micro: {len(result.ops)} ops ({', '.join(result.ops)}); flash: model "
+                  f"{mb(result.model_bytes)}; RAM: tensor arena ~{mb(result.arena_bytes)} (an estimate: see "
+                  "SUMMARY.md)")
     _warn(result.warnings)
 
 
@@ -160,6 +163,14 @@ def _package_mobile(kind: str, source: Any, variant: str | None, report: Any) ->
     report(f"writing {kind} model files and code")
     result = package_mobile(kind, tflite, onnx, ws.dist / source.name / kind)
     _print_files(result.files)
+    wanted = tuple(result.usability.get("platform_eps") or ())  # NNAPI on Android, CoreML on iOS
+    for provider, found in (result.usability.get("execution_providers") or {}).items():
+        if wanted and not provider.startswith(wanted):
+            continue
+        console.print(f"{provider}: {found.get('supported_nodes')}/{found.get('total_nodes')} nodes in "
+                      f"{found.get('partitions')} partition(s), suitable: {found.get('suitability', '-')}")
+    for missing in result.missing:
+        console.print(f"[yellow]not packaged:[/yellow] {missing}")
     _warn(result.warnings)
 
 
