@@ -166,3 +166,11 @@ def test_bad_requests(trained: Workspace) -> None:
         run_bench(["no-such-model"], trained)
     with pytest.raises(UserError, match="at least 1"):
         run_bench(["linear"], trained, cold_runs=0)
+
+
+def test_only_the_servers_asked_for(trained: Workspace) -> None:
+    result = run_bench(["linear"], trained, cold_runs=1, warm_requests=1, only={"handler", "floor-litert"})
+    assert {(s.model, s.server) for s in result.servers} == {(None, "floor-litert"), ("linear", "handler")}
+    assert all(s.measured and len(s.cold_start_ms) == 1 for s in result.servers)
+    goals = {g.goal: g for g in result.goals}
+    assert goals["cold_vs_floor"].ratio is not None and goals["cold_vs_tensorflow"].ratio is None

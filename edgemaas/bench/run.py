@@ -11,7 +11,7 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from ..errors import UserError
 from ..workspace import Workspace
@@ -30,13 +30,15 @@ def _quiet(_: str) -> None:
 
 
 def run_bench(names: list[str], ws: Workspace, *, cold_runs: int = 5, warm_requests: int = 1000,
-              report: Callable[[str], None] = _quiet, throughput_requests: int | None = None) -> BenchResult:
+              report: Callable[[str], None] = _quiet, throughput_requests: int | None = None,
+              only: Collection[str] | None = None) -> BenchResult:
     """Measure every server of each model in `names` (built in `ws`) and evaluate the goals.
 
     Each repetition starts every server once, in a fresh process, in an order rotated from the last, so machine noise
     falls on all of them alike: `cold_runs` cold starts per server, and `warm_requests` warm requests per server
     spread over those processes. The packaged handler is then measured with 2 workers for throughput
-    (`throughput_requests` each, default `warm_requests`).
+    (`throughput_requests` each, default `warm_requests`). `only` keeps the servers with those ids (tensorflow,
+    litert-float32, ..., handler, handler-bytecode, floor-litert, floor-ort).
     """
     if not sys.platform.startswith("linux"):  # peak RSS is read from /proc/self/status
         raise UserError("edgemaas bench runs on Linux only (it reads each server's peak memory from /proc)")
@@ -48,6 +50,9 @@ def run_bench(names: list[str], ws: Workspace, *, cold_runs: int = 5, warm_reque
     scratch = Path(tempfile.mkdtemp(prefix="edgemaas-bench-"))
     try:
         plan = plan_servers(list(dict.fromkeys(names)), ws, scratch, report)
+        if only is not None:
+            plan.servers = [s for s in plan.servers if s.server in only]
+            plan.skipped = [s for s in plan.skipped if s.server in only]
         load_before = os.getloadavg()
         runs: dict[int, list[dict]] = {i: [] for i in range(len(plan.servers))}
         failures: dict[int, str] = {}
