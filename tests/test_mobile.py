@@ -324,3 +324,59 @@ def test_a_model_file_you_bring(trained: Workspace, tmp_path: Path) -> None:
     # Token ids with no vocabulary (the manifest of a bare .onnx has none): no snippet, and the warning says why.
     assert not package.paths("snippet")
     assert any("IntentsOrtModel.swift" in w and "int32 with no text vocabulary" in w for w in package.warnings)
+
+
+def _onnx_variant(source: Path, directory: Path, make) -> Path:
+    """A variant folder for an ONNX model made by one of the project's onnxruntime passes (no TensorFlow)."""
+    directory.mkdir()
+    make(str(directory / "model.onnx"))
+    manifest = read_manifest(source)
+    manifest.variant, manifest.model.sha256 = directory.name, sha256_file(directory / "model.onnx")
+    manifest.model.size_bytes = (directory / "model.onnx").stat().st_size
+    manifest.save(directory)
+    return directory
+
+
+def test_dynamic_quantization_is_flagged_for_phone_accelerators(trained: Workspace, tmp_path: Path) -> None:
+    from edgemaas.passes.onnx_passes import quantize_dynamic
+
+    source = trained.variant_dir("cnn", "onnx-float32")
+    dynamic = _onnx_variant(source, tmp_path / "onnx-dynamic",
+                            lambda out: quantize_dynamic(str(source / "model.onnx"), out))
+    package = package_mobile("android", [], dynamic, tmp_path / "out")
+    nnapi = package.usability["execution_providers"]["NNAPI"]
+    assert nnapi["suitability"] != "YES" and "ai.onnx:DynamicQuantizeLinear" in nnapi["unsupported_ops"]
+    (warning,) = package.warnings
+    assert f"NNAPI would take {nnapi['supported_nodes']}/{nnapi['total_nodes']} nodes" in warning
+    assert "onnx-float32, onnx-qdq" in warning
+
+
+def test_a_qdq_ort_that_cannot_replay_its_saved_optimizations(trained: Workspace, tmp_path: Path) -> None:
+    """onnxruntime 1.32 converts nlp's static-QDQ graph to .ort but cannot load it with the saved optimizations
+    replayed ("Not enough produced nodes in the runtime optimization record"). The package says so, and the
+    metadata and snippet load it without the replay, which works and matches the QDQ .onnx."""
+    from edgemaas.passes.onnx_passes import quantize_static
+
+    source = trained.variant_dir("nlp", "onnx-float32")
+    float_model = load_model(source)
+    (calibration,) = float_model.transform([np.load(trained.data_file("nlp"))["x_train"][:64]])
+    np.save(tmp_path / "calibration.npy", calibration)
+    qdq = _onnx_variant(source, tmp_path / "onnx-qdq", lambda out: quantize_static(
+        str(source / "model.onnx"), out, str(tmp_path / "calibration.npy")))
+
+    package = package_mobile("android", [], qdq, tmp_path / "out")
+    assert any("does not load with its saved runtime optimizations replayed" in w for w in package.warnings)
+    entry = json.loads((tmp_path / "out" / "nlp_metadata.json").read_text())["files"]["nlp.ort"]
+    assert entry["session_options"] == {} and "Not enough produced nodes" in entry["replay_error"]
+    assert "enable_saved_runtime_optimizations" not in (tmp_path / "out" / "NlpOrtModel.kt").read_text()
+    with pytest.raises(Exception, match="Not enough produced nodes"):  # the onnxruntime behaviour noted above
+        _ort_session(tmp_path / "out" / "nlp.ort")
+
+    session = ort.InferenceSession(str(tmp_path / "out" / "nlp.ort"), providers=["CPUExecutionProvider"])
+    (features,) = float_model.transform([np.load(trained.data_file("nlp"))["x_test"][:SAMPLES]])
+    expected = load_model(qdq).backend.run([features])[0]
+    got = np.concatenate([session.run(None, {"tokens": features[i:i + 1]})[0] for i in range(len(features))])
+    # The arm conversion keeps int8 QDQ kernels where this x86 session of the .onnx rounds differently: at most one
+    # step of the softmax output's 1/255 quantization apart.
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95

@@ -157,6 +157,9 @@ def _build(platform: str, name: str, reference: Manifest, tflite: list[_Source],
     models = {f: _file_entry(staging / f, made[f][0], source, signatures[f], ort_batch)
               for f, source in model_sources.items()}
     package.missing.extend(_missing(name, tflite, onnx, models))
+    package.warnings.extend(f"{f} does not load with its saved runtime optimizations replayed ({e['replay_error']});"
+                            " the metadata and snippets load it without them (the CPU then runs the graph as saved)"
+                            for f, e in models.items() if e.get("replay_error"))
     metadata_name = f"{name}_metadata.json"
     _write_text(staging / metadata_name, json.dumps(_metadata(reference, models), indent=2) + "\n")
     made[metadata_name] = ("metadata", "")
@@ -248,6 +251,7 @@ def _ort_side(name: str, onnx: _Source, staging: Path, ort_batch: int | None, pa
                        checked=f"{name}.ort's graph ({onnx.manifest.variant}, batch "
                                f"{ort_batch if ort_batch else 'dynamic'})")
         package.usability = summary
+        package.warnings.extend(_npu_warnings(summary, package.platform, f"{name}.ort"))
         _write_text(staging / f"{name}_mobile_usability.txt", report)
         _write_text(staging / f"{name}_mobile_usability.json", json.dumps(summary, indent=2) + "\n")
         made[f"{name}_mobile_usability.txt"] = "usability-report"
@@ -267,6 +271,25 @@ def _ort_side(name: str, onnx: _Source, staging: Path, ort_batch: int | None, pa
     made[f"{name}.ort"] = "ort"
     made[f"{name}.required_operators.config"] = "ort-config"
     return made
+
+
+_DYNAMIC_QUANT_OPS = {"ai.onnx:DynamicQuantizeLinear", "ai.onnx:MatMulInteger", "ai.onnx:ConvInteger"}
+
+
+def _npu_warnings(summary: dict[str, Any], platform: str, ort_name: str) -> list[str]:
+    """Say so when none of the platform's accelerator EPs would take the graph whole (onnxruntime's rating)."""
+    eps = {ep: summary["execution_providers"][ep] for ep in PLATFORM_EPS[platform]}
+    if any(info.get("suitability") == "YES" for info in eps.values()):
+        return []
+    parts = [f"{ep} would take {info['supported_nodes']}/{info['total_nodes']} nodes in {info['partitions']} "
+             f"partition(s) (rated {info.get('suitability', '?')}"
+             + (f"; unsupported: {', '.join(sorted(info['unsupported_ops']))})" if info["unsupported_ops"] else ")")
+             for ep, info in eps.items()]
+    advice = "; the CPU execution provider may well be faster"
+    if any(_DYNAMIC_QUANT_OPS & set(info["unsupported_ops"]) for info in eps.values()):
+        advice += (". Dynamic quantization's ops are what the accelerator lacks: a float32 or static-QDQ ONNX variant"
+                   " (onnx-float32, onnx-qdq) suits it better")
+    return [f"{ort_name}: " + "; ".join(parts) + advice]
 
 
 def _fix_batch(onnx_path: Path, inputs: list[TensorSpec], batch: int) -> list[str]:
@@ -384,6 +407,7 @@ def _ort_version() -> str:
 class _Signature:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    replay_error: str = ""  # a .ort that loads only without its saved runtime optimizations: why
 
 
 def _signatures_job(paths: dict[str, str]) -> dict[str, _Signature]:
@@ -391,10 +415,28 @@ def _signatures_job(paths: dict[str, str]) -> dict[str, _Signature]:
 
     found = {}
     for file_name, path in paths.items():
+        content = Path(path).read_bytes()
         fmt = "tflite" if path.endswith(".tflite") else "onnx"  # onnxruntime reads .ort bytes as it reads .onnx
-        backend = open_backend(fmt, Path(path).read_bytes())
+        backend = open_backend(fmt, content)
         found[file_name] = _Signature([asdict(s) for s in backend.inputs], [asdict(s) for s in backend.outputs])
+        if path.endswith(".ort"):
+            found[file_name].replay_error = _replay_error(content)
     return found
+
+
+def _replay_error(content: bytes) -> str:
+    """Load a .ort as the snippets do, replaying its saved optimizations; onnxruntime 1.32 fails that on some QDQ
+    graphs ("Not enough produced nodes in the runtime optimization record") that load fine without the replay."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    for key, value in ORT_SESSION_OPTIONS.items():
+        options.add_session_config_entry(key, value)
+    try:
+        ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's exception types derive from Exception alone
+        return str(exc).strip().splitlines()[0]
+    return ""
 
 
 def _signatures(paths: dict[str, Path]) -> dict[str, _Signature]:
@@ -428,8 +470,11 @@ def _file_entry(path: Path, role: str, source: _Source, signature: _Signature, o
         entry["full_int8"] = _full_int8(entry)
     else:
         entry.update(converted_from={"file": m.model.file, "sha256": m.model.sha256},
-                     optimization_style=ORT_OPTIMIZATION_STYLE, session_options=ORT_SESSION_OPTIONS,
+                     optimization_style=ORT_OPTIMIZATION_STYLE,
+                     session_options={} if signature.replay_error else ORT_SESSION_OPTIONS,
                      fixed_batch=ort_batch, onnxruntime=_ort_version())
+        if signature.replay_error:
+            entry["replay_error"] = signature.replay_error
     return entry
 
 
@@ -560,8 +605,8 @@ def _snippet_context(reference: Manifest, model_file: str, entry: dict, metadata
         "names": [str(n) for n in post.get("names", ["value"])],
         "out_mean": _flat(post.get("mean", 0.0)), "out_std": _flat(post.get("std", 1.0)),
         "has_text": any(i["kind"] == "text" for i in inputs), "token_pattern": _TOKEN.pattern,
-        "pad_id": PAD_ID, "oov_id": OOV_ID, "session_options": ORT_SESSION_OPTIONS, "ort_version": _ort_version(),
-        "held_out": entry.get("held_out", {}),
+        "pad_id": PAD_ID, "oov_id": OOV_ID, "session_options": entry.get("session_options", {}),
+        "ort_version": _ort_version(), "held_out": entry.get("held_out", {}),
     }
     return context, ""
 
