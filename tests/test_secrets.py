@@ -77,3 +77,18 @@ def test_lambda_package_refuses_a_model_file_named_like_a_key(trained: Workspace
     (variant / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match=r"model/deploy\.pem \(from .*\): its name is one that holds secrets"):
         package_lambda(variant, tmp_path / "out", trained.cache())
+
+
+def test_edge_bundle_refuses_a_manifest_carrying_a_key(trained: Workspace, tmp_path: Path) -> None:
+    from edgemaas.packaging.edge import package_edge
+
+    variant = tmp_path / "variant"
+    shutil.copytree(trained.variant_dir("cnn", "tflite-int8"), variant)
+    manifest = read_manifest(variant)
+    manifest.provenance["note"] = "[default]\naws_secret_access_key = wJalrXUtnFEMI"
+    manifest.save(variant)
+    out = tmp_path / "edge"
+    with pytest.raises(UserError, match=r"cnn_edge/model/manifest\.json \(from .*\): it contains an AWS secret access "
+                                        r"key"):
+        package_edge(variant, out, trained.cache())
+    assert not list(out.glob("*.tar.gz"))

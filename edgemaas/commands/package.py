@@ -23,8 +23,8 @@ PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
 @click.option("--runtime", type=click.Choice(["tflite", "onnx", "auto"]),
               help="lambda, edge: serve the gate's TFLite (LiteRT) or ONNX (ONNX Runtime) choice, or measure both "
                    "and take the faster (auto). Default: the spec's package.format, else tflite.")
-@click.option("--python-version", help="lambda, edge: target Python, 3.10 to 3.13 (default: this Python, or the "
-                                       "spec's).")
+@click.option("--python-version", help="lambda, edge: target Python, 3.10 to 3.13 (edge also 3.9, for 32-bit "
+                                       "Raspberry Pi OS); default: this Python, or the spec's.")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="lambda: target architecture (default x86_64).")
 @click.option("--layout", type=click.Choice(["auto", "zip", "layer", "image"]),
               help="lambda: zip: one zip; layer: runtime in a shared layer; image: container build context; auto "
@@ -60,8 +60,11 @@ def package(target: str, kind: str, variant: str | None, runtime: str | None, py
       edgemaas package cnn --target mcu
       edgemaas package nlp --target android
     """
-    if python_version and python_version not in ("3.10", "3.11", "3.12", "3.13"):
-        raise click.BadParameter("give a Python from 3.10 to 3.13", param_hint="--python-version")
+    supported = ("3.9", "3.10", "3.11", "3.12", "3.13") if kind == "edge" else ("3.10", "3.11", "3.12", "3.13")
+    if python_version and python_version not in supported:
+        raise click.BadParameter(f"give a Python from {supported[0]} to {supported[-1]}"
+                                 + (" (3.9 for 32-bit Raspberry Pi OS)" if kind == "edge" else ""),
+                                 param_hint="--python-version")
     ctx = click.get_current_context()
     if kind != "lambda":
         given = [f"--{p.replace('_file', '').replace('_', '-')}" for p in LAMBDA_ONLY

@@ -38,6 +38,7 @@ from ..runtime.manifest import Manifest, sha256_file
 from . import dependencies
 from .image import TEMPLATES, render
 from .lambda_zip import _input_hash, _tree, check_loadable, default_python_version
+from .secrets import check_no_secrets
 
 PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
 # dependencies.PLATFORM_TAGS keys (manylinux wheels): the same wheels Lambda's x86_64 and arm64 use.
@@ -155,6 +156,9 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
     files[f"{top}/greengrass-recipe.yaml"] = recipe.encode()
     files[f"{top}/README.txt"] = render(f"{TEMPLATE_DIR}/README.txt.j2", **context).encode()
 
+    wheel_names = {f"{top}/wheels/{w.name}" for w in wheels} if with_deps else set()
+    check_no_secrets({n: f for n, f in files.items() if n not in wheel_names})  # by name and content
+    check_no_secrets({n: files[n] for n in wheel_names}, scan_contents=False)  # published wheels: names only
     tar_path = out_dir / tar_name
     write_deterministic_tar(tar_path, files)
     recipe_path = out_dir / "greengrass-recipe.yaml"
