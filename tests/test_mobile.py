@@ -297,7 +297,8 @@ def test_a_model_the_tools_cannot_convert(trained: Workspace, tmp_path: Path) ->
     package = package_mobile("android", tflite, broken, out)
     assert any("failed" in w and "the .ort side was not packaged" in w for w in package.warnings)
     assert {p.name for p in package.paths("tflite")} == {"cnn_int8.tflite", "cnn_float16.tflite"}
-    assert not package.paths("ort") and not re.search(r"\.ort\b", (out / "cnn_metadata.json").read_text())
+    assert not package.paths("ort") and not package.usability
+    assert not re.search(r"\.ort\b", (out / "cnn_metadata.json").read_text())
 
 
 def test_a_model_file_you_bring(trained: Workspace, tmp_path: Path) -> None:

@@ -241,21 +241,10 @@ def _ort_side(name: str, onnx: _Source, staging: Path, ort_batch: int | None, pa
     work.mkdir()
     onnx_path = work / f"{name}.onnx"
     shutil.copyfile(onnx.directory / onnx.manifest.model.file, onnx_path)
-    made: dict[str, str] = {}  # file name -> role
     try:
-        if ort_batch is not None:
-            package.warnings.extend(_fix_batch(onnx_path, onnx.manifest.inputs, ort_batch))
+        warnings = _fix_batch(onnx_path, onnx.manifest.inputs, ort_batch) if ort_batch is not None else []
         report = _run_tool("check_onnx_model_mobile_usability", [onnx_path.name], cwd=work)
         summary = parse_usability_report(report)
-        summary.update(platform_eps=list(PLATFORM_EPS[package.platform]), onnxruntime=_ort_version(),
-                       checked=f"{name}.ort's graph ({onnx.manifest.variant}, batch "
-                               f"{ort_batch if ort_batch else 'dynamic'})")
-        package.usability = summary
-        package.warnings.extend(_npu_warnings(summary, package.platform, f"{name}.ort"))
-        _write_text(staging / f"{name}_mobile_usability.txt", report)
-        _write_text(staging / f"{name}_mobile_usability.json", json.dumps(summary, indent=2) + "\n")
-        made[f"{name}_mobile_usability.txt"] = "usability-report"
-        made[f"{name}_mobile_usability.json"] = "usability-summary"
         _run_tool("convert_onnx_models_to_ort", ["--optimization_style", ORT_OPTIMIZATION_STYLE,
                                                  "--target_platform", ORT_TARGET_PLATFORM,
                                                  "--output_dir", "ort", onnx_path.name], cwd=work)
@@ -264,6 +253,13 @@ def _ort_side(name: str, onnx: _Source, staging: Path, ort_batch: int | None, pa
             raise UserError(f"{onnx.directory}: {exc}; nothing else to package (no TFLite variant was given)") from None
         package.warnings.append(f"{exc}; the .ort side was not packaged, the .tflite files were")
         return {}
+    summary.update(platform_eps=list(PLATFORM_EPS[package.platform]), onnxruntime=_ort_version(),
+                   checked=f"{name}.ort's graph ({onnx.manifest.variant}, batch {ort_batch or 'dynamic'})")
+    package.usability = summary
+    package.warnings.extend(warnings + _npu_warnings(summary, package.platform, f"{name}.ort"))
+    made = {f"{name}_mobile_usability.txt": "usability-report", f"{name}_mobile_usability.json": "usability-summary"}
+    _write_text(staging / f"{name}_mobile_usability.txt", report)
+    _write_text(staging / f"{name}_mobile_usability.json", json.dumps(summary, indent=2) + "\n")
     ort_file, config_file = _converter_outputs(work / "ort", name)
     os.replace(ort_file, staging / f"{name}.ort")
     config = _clean_config(config_file.read_text(), f"{name}.ort")
