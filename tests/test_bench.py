@@ -144,21 +144,26 @@ def test_a_failed_write_leaves_the_previous_results(bench: tuple[BenchResult, li
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_readme_table(bench: tuple[BenchResult, list[str]]) -> None:
+def test_readme_table(bench: tuple[BenchResult, list[str]], written: list[Path]) -> None:
     result, _ = bench
     text = readme_table(result)
     assert result.date[:10] in text and result.machine["cpu"] in text and f"{result.machine['cores']} cores" in text
     for dist in ("numpy", "ai-edge-litert", "onnxruntime", "tensorflow"):
         assert f"{dist} {result.versions[dist]}" in text
     assert f"Python {result.machine['python']}" in text
-    table_rows = [line for line in text.splitlines() if line.startswith("| linear") or line.startswith("| (all)")]
+    server_rows = [line for line in text.splitlines() if line.startswith(("| linear | ", "| (all) | "))]
     for server in result.servers:
-        assert any(f"| {server.label} |" in row for row in table_rows), server.label
+        assert any(f"| {server.label} |" in row for row in server_rows), server.label
+    lines = text.splitlines()
+    matrix = next(i for i, line in enumerate(lines) if line.startswith("| model | cold: "))
+    goal_row = lines[matrix + 2]  # after the heading and the alignment row: the only model's row
+    assert goal_row.startswith("| linear | ")
+    for goal in result.goals:  # one cell per goal: the ratio and met / missed, or n/a
+        cell = "n/a" if goal.ratio is None else f"{goal.ratio:.3g} {bench_report.goal_text(goal)}"
+        assert f"| {cell} |" in goal_row, goal.goal
+    details = (written[0].parent / "bench.md").read_text()
     for goal in result.goals:
-        row = next(line for line in table_rows if f"| {goal.description} |" in line)
-        assert bench_report.goal_text(goal) in row
-        if goal.ratio is not None:
-            assert f"| {goal.ratio:.3g} |" in row
+        assert goal.description in details and goal.detail.replace("|", "\\|") in details
 
 
 def test_bad_requests(trained: Workspace) -> None:

@@ -193,8 +193,10 @@ def _with_bytecode(handler: Server, scratch: Path) -> Server:
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     config = {**handler.config, "paths": [str(root)], "cwd": str(root),
               "model_path": str(root / Path(handler.config["model_path"]).relative_to(source))}
+    bytecode = sum(f.stat().st_size for f in root.rglob("*.pyc"))
     return Server(handler.model, "handler-bytecode", "packaged handler + .pyc", "handler", handler.variant,
-                  handler.runtime, config, model_bytes=handler.model_bytes)
+                  handler.runtime, config, model_bytes=handler.model_bytes,
+                  package_unzipped_bytes=(handler.package_unzipped_bytes or 0) + bytecode)
 
 
 def _tensorflow_server(ws: Workspace, name: str, event: dict[str, Any]) -> Server | ServerResult:
