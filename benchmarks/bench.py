@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgemaas.workspace import Workspace
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help="built models (default: every model with a build/<name>/selection.json)")
+    parser.add_argument("names", nargs="*", help="built models (default: each with a build/<name>/selection.json)")
     parser.add_argument("--workspace", type=Path, default=Path("."), help="the folder holding build/ and dist/")
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--warm-requests", type=int, default=1000)

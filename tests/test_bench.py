@@ -57,7 +57,7 @@ def test_every_server_in_the_workspace_is_measured(bench: tuple[BenchResult, lis
     assert tensorflow.call is not None and tensorflow.call.n == WARM_REQUESTS  # model(x), beside model.predict
     handler = result.server("linear", "handler")
     assert handler.throughput_rps > 0
-    assert handler.package_bytes == Path(trained.build / "bench" / "linear" / "lambda" / "function.zip").stat().st_size
+    assert handler.package_bytes == (trained.build / "_bench" / "linear" / "lambda" / "function.zip").stat().st_size
     assert any("run 2/2" in m for m in messages) and any("throughput" in m for m in messages)
 
 

@@ -68,8 +68,8 @@ def evaluate_goals(result: BenchResult) -> list[Goal]:
             if quantized is None or reference is None:
                 continue
             target = STRICT_INT8.get((model, int8), 1.0)
-            goal = _ratio(model, f"{int8}_vs_float32", f"warm p50: {quantized.label} ≤ {target:g}× {reference.label}",
-                          target, quantized, reference, _warm)
+            description = f"warm p50: {quantized.label} ≤ {target:g}× {reference.label}"
+            goal = _ratio(model, f"{int8}_vs_float32", description, target, quantized, reference, _warm)
             raw_int8, raw_float = (_raw(quantized), _raw(reference)) if goal.ratio is not None else (None, None)
             if raw_int8 and raw_float:  # the runtime alone, without our quantization and processing around it
                 goal.detail += f"; raw invoke {raw_int8:.3g} / {raw_float:.3g} ms = {raw_int8 / raw_float:.3g}"

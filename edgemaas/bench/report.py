@@ -97,8 +97,8 @@ def goal_text(goal: Goal) -> str:
 
 def goals_table(result: BenchResult) -> str:
     """Every goal on its own row, with the measured numbers its ratio comes from."""
-    rows = [[g.model, g.description, f"≤ {g.target:.3g}", "–" if g.ratio is None else f"{g.ratio:.3g}", goal_text(g),
-             g.detail] for g in result.goals]
+    rows = [[g.model, g.description, f"≤ {g.target:.3g}", "–" if g.ratio is None else f"{g.ratio:.3g}",
+             goal_text(g), g.detail] for g in result.goals]
     return _table(["model", "goal", "target", "ratio", "result", "from"], rows, "llrrll")
 
 

@@ -154,8 +154,10 @@ def _handler_config(root: Path, event: dict[str, Any], manifest: Manifest, model
 
 
 def _package(ws: Workspace, name: str, variant_dir: Path, folder: str, report: Report) -> Any:
+    """A `layout zip` package for this Python and machine, kept in build/_bench/ (model names start with a letter, so
+    it is no model's folder) and reused while its inputs are unchanged."""
     report(f"{name}: packaging {variant_dir.name} (layout zip)")
-    return package_lambda(variant_dir, ws.build / "bench" / name / folder, ws.cache(),
+    return package_lambda(variant_dir, ws.build / "_bench" / name / folder, ws.cache(),
                           python_version=default_python_version(), arch=host_arch(), layout="zip")
 
 
