@@ -162,6 +162,8 @@ def build(specs: tuple[str, ...], force: bool) -> None:
             rows.append(build_one(spec, workspace(), force, report))
             progress.advance(overall)
     out.print(_build_table(rows))
+    if any(row.targets for row in rows):
+        out.print(_targets_table(rows))
     warnings: dict[str, list[str]] = {}
     for row in rows:
         for warning in row.warnings:
@@ -192,6 +194,20 @@ def _build_table(rows: list[Any]) -> Table:
             row.invoke if row.invoke.startswith("ok") else f"[red]{row.invoke}[/red]",
             f"{row.invoke_ms:.1f} ms" if row.invoke_ms is not None else "-",
         )
+    return table
+
+
+def _targets_table(rows: list[Any]) -> Table:
+    table = Table(title="edgemaas build: edge, microcontroller and phone targets (dist/<model>/<target>/)")
+    for column in ("model", "edge bundle (predict from the bundle)", "mcu (TFLite Micro, full int8)",
+                   "android (NNAPI)", "ios (CoreML)"):
+        table.add_column(column)
+    for row in rows:
+        if row.targets is None:
+            continue
+        cells = [row.targets.edge, row.targets.mcu, row.targets.android, row.targets.ios]
+        table.add_row(row.name, *(f"[red]{c}[/red]" if c.startswith(("refused", "FAILED")) or "FAILED" in c else c
+                                  for c in cells))
     return table
 
 

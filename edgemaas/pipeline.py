@@ -179,6 +179,7 @@ class BuildRow:
     invoke_ms: float | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    targets: Any = None  # targets.TargetsRow: edge, mcu, android, ios
 
 
 def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> BuildRow:
@@ -207,6 +208,9 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
             row.invoke = "image: build it with docker (no local invoke)"
             return row
         row.zip_bytes, row.warnings = package.zipped_bytes, package.warnings
+        from .targets import package_other_targets
+
+        row.targets = package_other_targets(spec, ws, smoke_event(ws, spec.name), report)
         report("invoking locally through awslambdaric")
         layers = [Path(package.layer["zip_path"])] if package.layer else []
         result = invoke_local(Path(package.zip_path), [smoke_event(ws, spec.name)], layers=layers,

@@ -8,7 +8,7 @@ A spec is compressed first when nothing was built yet; a model file the user bri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -115,16 +115,113 @@ def mobile_variants(source: Source, ws: Workspace, variant: str | None = None) -
               .exists()]
     if variant and not tflite:
         chosen_variant(ws, source.name, variant)  # raises, listing what was built
-    chosen = ((load_selection(ws.selection_file(source.name)) or {}).get("chosen") or {}).get("onnx")
     onnx = None
-    for candidate in (chosen, "onnx-float32"):
-        if candidate and (ws.variant_dir(source.name, candidate) / "manifest.json").exists():
+    for candidate in _phone_onnx_candidates(ws, source.name):
+        if (ws.variant_dir(source.name, candidate) / "manifest.json").exists():
             onnx = ws.variant_dir(source.name, candidate)
             break
     return tflite, onnx
+
+
+def _phone_onnx_candidates(ws: Workspace, name: str) -> list[str]:
+    """Static QDQ int8 when it passed the gate (NNAPI and Core ML take QDQ graphs whole; dynamic quantization's
+    ops they do not), else float32, else the gate's ONNX choice."""
+    from .report import load_report
+
+    try:
+        rows = load_report(ws.dist / name / "report")["variants"]
+    except (FileNotFoundError, KeyError, ValueError):
+        rows = []
+    passed = {row["variant"] for row in rows if row.get("status") in ("passed", "chosen")}
+    chosen = ((load_selection(ws.selection_file(name)) or {}).get("chosen") or {}).get("onnx")
+    return [v for v in ("onnx-qdq" if "onnx-qdq" in passed else None, "onnx-float32", chosen) if v]
 
 
 def _format_of(directory: Path) -> str:
     from .runtime import read_manifest
 
     return read_manifest(directory).model.format
+
+
+@dataclass
+class TargetsRow:
+    """What `edgemaas build` made for the targets besides Lambda, one short text per target."""
+
+    edge: str = "-"
+    mcu: str = "-"
+    android: str = "-"
+    ios: str = "-"
+    warnings: list[str] = field(default_factory=list)
+
+
+def package_other_targets(spec: Spec, ws: Workspace, smoke_event: dict[str, Any],
+                          report: Report = _quiet) -> TargetsRow:
+    """The edge bundle (smoke-tested with its own `predict`), the MCU sources and the phone packages of a built spec.
+    A target that refuses the model says why in its cell; the others still get made."""
+    from .packaging.edge import package_edge
+    from .packaging.mcu import package_mcu
+    from .packaging.mobile import package_mobile
+
+    row, source = TargetsRow(), Source(spec.name, spec)
+    try:
+        report("packaging for edge devices")
+        variant_dir = serving_variant(source, ws)[0]
+        bundle = package_edge(variant_dir, ws.dist / spec.name / "edge", ws.cache())
+        row.edge = f"{_size(bundle.bytes)}, predict {_edge_smoke(Path(bundle.tar_path), bundle.module, smoke_event)}"
+    except UserError as exc:
+        row.edge = f"refused: {exc}"
+    try:
+        report("writing TensorFlow Lite Micro sources")
+        mcu = package_mcu(mcu_variant(source, ws), ws.dist / spec.name / "mcu")
+        row.mcu = f"{_size(mcu.model_bytes)} flash, ~{_size(mcu.arena_bytes)} arena, {len(mcu.ops)} ops"
+    except UserError as exc:
+        row.mcu = f"refused: {str(exc).splitlines()[0]}"
+    for platform in ("android", "ios"):
+        try:
+            report(f"packaging for {platform}")
+            tflite, onnx = mobile_variants(source, ws)
+            mobile = package_mobile(platform, tflite, onnx, ws.dist / spec.name / platform)
+            setattr(row, platform, _mobile_text(mobile))
+            row.warnings += mobile.warnings
+        except UserError as exc:
+            setattr(row, platform, f"refused: {str(exc).splitlines()[0]}")
+    return row
+
+
+def _edge_smoke(tar_path: Path, module: str, event: dict[str, Any]) -> str:
+    """Extract the bundle to a scratch folder and run its own `predict` (with this Python's numpy and runtime)."""
+    import json
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgemaas-edge-smoke-") as scratch:
+        with tarfile.open(tar_path) as archive:
+            archive.extractall(scratch, filter="data")  # refuses absolute paths, '..' and links out of the folder
+        top = next(Path(scratch).iterdir())
+        request = Path(scratch) / "request.json"
+        request.write_text(json.dumps(event))
+        done = subprocess.run([sys.executable, "-E", "-s", "-m", module, "predict", "--input", str(request)], cwd=top,
+                              capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        return f"FAILED: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"
+    predictions = json.loads(done.stdout)["predictions"]
+    first = predictions[0]
+    shown = f"{first['label']} (p={first['probability']:.2f})" if "label" in first else \
+        ", ".join(f"{v:.4g}" for v in first.values() if isinstance(v, float))
+    return f"ok: {shown}"
+
+
+def _mobile_text(mobile: Any) -> str:
+    parts = [f"{len(mobile.files)} files"]
+    wanted = tuple(mobile.usability.get("platform_eps") or ())
+    for provider, found in (mobile.usability.get("execution_providers") or {}).items():
+        if wanted and provider.startswith(wanted):
+            parts.append(f"{provider.split()[0]} {found.get('supported_nodes')}/{found.get('total_nodes')} nodes")
+            break
+    return ", ".join(parts)
+
+
+def _size(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.1f} KB"

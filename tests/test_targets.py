@@ -58,3 +58,21 @@ def test_runtime_auto_measures_both_runtimes_and_records_why(trained: Workspace,
     assert again.exit_code == 0, again.output
     assert json.loads((ws.lambda_dir("cnn") / "package.json").read_text())["runtime_choice"] == choice
     assert "unchanged, reusing" in again.output
+
+
+@pytest.mark.parametrize("qdq_status, expected", [("passed", "onnx-qdq"), ("rejected", "onnx-float32")])
+def test_phones_get_static_qdq_when_it_passed_the_gate(trained: Workspace, tmp_path: Path, qdq_status: str,
+                                                       expected: str) -> None:
+    from edgemaas.report import write_report
+    from edgemaas.targets import Source, mobile_variants
+
+    ws = Workspace(tmp_path)
+    shutil.copytree(trained.model_dir("cnn"), ws.model_dir("cnn"))
+    shutil.copytree(ws.variant_dir("cnn", "onnx-float32"), ws.variant_dir("cnn", "onnx-qdq"))  # stands in for QDQ
+    card = json.loads((trained.dist / "cnn" / "report" / "report.json").read_text())
+    card["variants"].append({**next(r for r in card["variants"] if r["variant"] == "onnx-float32"),
+                             "variant": "onnx-qdq", "status": qdq_status})
+    write_report(card, ws.dist / "cnn" / "report")
+    tflite, onnx = mobile_variants(Source("cnn", None), ws)
+    assert [p.name for p in tflite] == ["tflite-int8", "tflite-float16"]
+    assert onnx is not None and onnx.name == expected
