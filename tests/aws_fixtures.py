@@ -12,12 +12,15 @@ fail with SignatureDoesNotMatch; the server is therefore started through this fi
 --port N`), which corrects that one method of the fake before serving. moto authorises Lambda and (missing) IAM
 resources against "*" only, and never checks iam:PassRole.
 
-`FaultProxy` forwards to moto_server and, for the operations a test names, answers with AWS's own error wire formats
-(throttling, 5xx, update in progress, access denied) or holds the call (forwarded or not) until the test releases it.
+`FaultProxy` forwards to moto_server and, for the operations a test names (optionally only the calls whose body holds
+some bytes, e.g. one line of a batch), answers with AWS's own error wire formats (throttling, 5xx, update in progress,
+access denied), with any canned response (`respond`; `lambda_function_error` builds Lambda's answer to an Invoke whose
+function raised, with its log tail), or holds the call (forwarded or not) until the test releases it.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import http.server
 import json
@@ -159,6 +162,8 @@ class Seen:
     at: float
     operation: str
     outcome: str  # "forwarded 200", "injected 429", "dropped 201" (done, answer lost), "held"
+    body: bytes = b""  # what the caller sent
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, names in lower case
 
 
 def aws_error(kind: str, operation: str = "", message: str = "") -> tuple[int, dict[str, str], bytes]:
@@ -188,6 +193,37 @@ def aws_error(kind: str, operation: str = "", message: str = "") -> tuple[int, d
         json.dumps(body).encode()
 
 
+def lambda_function_error(error_type: str, message: str, stack: list[str], version: str = "1",
+                          function: str = "edgemaas-tiny") -> tuple[int, dict[str, str], bytes]:
+    """Lambda's answer to a RequestResponse Invoke (with LogType Tail) whose Python handler raised: 200, the error in
+    X-Amz-Function-Error, the last 4 KB of the log base64-encoded in X-Amz-Log-Result, and the runtime's error
+    document as the payload. (status, headers, body), for `FaultProxy.respond`."""
+    request_id = str(uuid.uuid4())
+    traceback = "".join(stack)
+    log = (f"START RequestId: {request_id} Version: {version}\n"
+           f"[ERROR] {error_type}: {message}\nTraceback (most recent call last):\n{traceback}"
+           f"END RequestId: {request_id}\n"
+           f"REPORT RequestId: {request_id}\tDuration: 1.52 ms\tBilled Duration: 2 ms\tMemory Size: 512 MB\t"
+           "Max Memory Used: 61 MB\t\n")
+    payload = {"errorMessage": message, "errorType": error_type, "requestId": request_id, "stackTrace": stack}
+    headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": version,
+               "X-Amz-Function-Error": "Unhandled",
+               "X-Amz-Log-Result": base64.b64encode(log.encode()[-4096:]).decode(),
+               "x-amzn-Remapped-Content-Length": "0", "x-amzn-RequestId": request_id,
+               "X-Amzn-Trace-Id": f"root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};sampled=0;lineage="
+                                  f"{function}:0"}
+    return 200, headers, json.dumps(payload).encode()
+
+
+@dataclass
+class _Rule:
+    """What to do with one call of an operation, when its body holds `matching` (or any call): a response to give
+    instead of moto's, or None to let moto do the call and drop the answer."""
+
+    matching: bytes | None
+    response: tuple[int, dict[str, str], bytes] | None
+
+
 @dataclass
 class _Hold:
     operation: str
@@ -201,7 +237,7 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.log: list[Seen] = []
-        self._faults: dict[str, list[tuple[int, dict[str, str], bytes] | None]] = {}  # None: drop
+        self._rules: dict[str, list[_Rule]] = {}  # per operation, applied in the order given
         self._hold: _Hold | None = None
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -225,13 +261,33 @@ class FaultProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     # what a test asks for
-    def fail(self, operation: str, kind: str, times: int = 1, message: str = "") -> None:
+    def fail(self, operation: str, kind: str, times: int = 1, message: str = "",
+             matching: bytes | None = None) -> None:
         """Answer the next `times` calls of `operation` (e.g. "lambda:CreateFunction") with an AWS error of `kind`:
         throttle, 500, 503, conflict (Lambda's update in progress) or access; or "drop": let moto do the call, then
-        close the connection unanswered (a reply lost on the way back)."""
+        close the connection unanswered (a reply lost on the way back). `matching`: only calls whose body holds
+        these bytes count."""
         fault = None if kind == "drop" else aws_error(kind, operation, message)
+        self._add(operation, _Rule(matching, fault), times)
+
+    def respond(self, operation: str, status: int, headers: dict[str, str], body: bytes, times: int = 1,
+                matching: bytes | None = None) -> None:
+        """Answer the next `times` calls of `operation` (whose body holds `matching`, if given) with this HTTP
+        response instead of moto's; moto never sees them."""
+        self._add(operation, _Rule(matching, (status, headers, body)), times)
+
+    def _add(self, operation: str, rule: _Rule, times: int) -> None:
         with self._lock:
-            self._faults.setdefault(operation, []).extend([fault] * times)
+            self._rules.setdefault(operation, []).extend([rule] * times)
+
+    def _take(self, operation: str, body: bytes) -> _Rule | None:
+        """The first rule given for this call, used up; None when no rule applies (the call goes to moto)."""
+        with self._lock:
+            rules = self._rules.get(operation, [])
+            for index, rule in enumerate(rules):
+                if rule.matching is None or rule.matching in body:
+                    return rules.pop(index)
+        return None
 
     def hold(self, operation: str, forward: bool) -> threading.Event:
         """Hold the next call of `operation` until `release()`: after moto has done it and before the caller hears
@@ -268,30 +324,32 @@ class FaultProxy:
         body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         operation = self.operation(handler.command, handler.path, handler.headers, body)
         now = time.monotonic()
-        with self._lock:
-            queued = self._faults.get(operation)
-            fault = queued.pop(0) if queued else ()
-        if fault is None:
+        rule = self._take(operation, body)
+
+        def seen(outcome: str) -> None:
+            self.log.append(Seen(now, operation, outcome, body, {k.lower(): v for k, v in handler.headers.items()}))
+
+        if rule is not None and rule.response is None:
             status, _, _ = self._forward(handler, body)
-            self.log.append(Seen(now, operation, f"dropped {status}"))
+            seen(f"dropped {status}")
             handler.close_connection = True
             return
-        if fault:
-            self.log.append(Seen(now, operation, f"injected {fault[0]}"))
-            self._reply(handler, *fault)
+        if rule is not None and rule.response is not None:
+            seen(f"injected {rule.response[0]}")
+            self._reply(handler, *rule.response)
             return
         hold = self._hold
         if hold is not None and hold.operation == operation:
             self._hold = None
             if hold.forward:
                 self._forward(handler, body)
-            self.log.append(Seen(now, operation, "held"))
+            seen("held")
             hold.arrived.set()
             self._release.wait(60)
             handler.close_connection = True
             return
         status, headers, answer = self._forward(handler, body)
-        self.log.append(Seen(now, operation, f"forwarded {status}"))
+        seen(f"forwarded {status}")
         self._reply(handler, status, headers, answer)
 
     def _forward(self, handler: http.server.BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -1,25 +1,30 @@
-"""Remote `edgemaas invoke` and `--batch`, against moto_server (its docker-free Lambda echoes the event, or returns
-results queued through /moto-api/static/lambda-simple/response); botocore's Stubber only for what moto cannot
-produce: function errors, log tails, throttling and 5xx per batch line, AccessDenied. (Deploy's access errors are
-tested under moto's IAM enforcement in test_deploy_faults.py.)"""
+"""Remote `edgemaas invoke` and `--batch`, for real over HTTP against moto_server (its docker-free Lambda echoes the
+event, or returns results queued through /moto-api/static/lambda-simple/response). What moto cannot produce (a
+function error with its log tail, throttling and 5xx on chosen batch lines, AccessDenied) comes from
+tests.aws_fixtures.FaultProxy in front of it, in Lambda's own wire formats, to edgemaas's own boto3 client. (Deploy's
+access errors are tested under moto's IAM enforcement in test_deploy_faults.py.)"""
 
 from __future__ import annotations
 
-import base64
-import io
+import itertools
 import json
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.response import StreamingBody
-from botocore.stub import Stubber
 from click.testing import CliRunner
 
+from edgemaas.aws import connect
 from edgemaas.aws import invoke as invoke_module
-from edgemaas.aws.errors import translate
+from edgemaas.aws.invoke import invoke_client, run_batch
 from edgemaas.cli import cli
-from tests.aws_fixtures import MotoServer, moto_server  # noqa: F401 (a fixture)
+from tests.aws_fixtures import (  # noqa: F401 (fixtures)
+    ACCOUNT,
+    FaultProxy,
+    MotoServer,
+    fault_proxy,
+    lambda_function_error,
+    moto_server,
+)
 from tests.test_deploy import write_package
 
 FUNCTION = "edgemaas-tiny"
@@ -35,21 +40,13 @@ def deployed(tmp_path: Path, moto_server: MotoServer, monkeypatch: pytest.Monkey
     write_package(tmp_path)
     result = run("deploy", "tiny", "--stage", "dev")
     assert result.exit_code == 0, result.output
-    monkeypatch.setattr(invoke_module, "RETRY_BASE_DELAY", 0.001)
     return moto_server
 
 
-def _payload(body: object) -> StreamingBody:
-    raw = json.dumps(body).encode()
-    return StreamingBody(io.BytesIO(raw), len(raw))
-
-
-def _stubbed(monkeypatch: pytest.MonkeyPatch) -> tuple[object, Stubber]:
-    client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stubber = Stubber(client)
-    monkeypatch.setattr(invoke_module, "invoke_client", lambda aws: client)
-    monkeypatch.setattr(invoke_module, "RETRY_BASE_DELAY", 0.001)
-    return client, stubber
+@pytest.fixture
+def proxied(deployed: MotoServer, fault_proxy: FaultProxy) -> FaultProxy:  # noqa: F811
+    """edgemaas-tiny deployed (alias dev → version 1), and boto3 pointed at a FaultProxy in front of moto."""
+    return fault_proxy
 
 
 def test_invoke_prints_the_payload(deployed: MotoServer) -> None:
@@ -82,20 +79,17 @@ def test_invoke_a_stage_that_is_not_deployed(deployed: MotoServer) -> None:
     assert "Error: edgemaas-tiny has no stage 'prod' (its stages: dev); deploy with --stage prod" in result.output
 
 
-def test_logs_and_function_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_server: MotoServer  # noqa
-                                 ) -> None:
-    client, stubber = _stubbed(monkeypatch)
-    tail = "START RequestId: 1\nTraceback: boom\nEND RequestId: 1\n"
-    stubber.add_response("get_alias", {"FunctionVersion": "3", "Name": "dev"}, {"FunctionName": FUNCTION,
-                                                                               "Name": "dev"})
-    stubber.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled", "ExecutedVersion": "3",
-                                    "LogResult": base64.b64encode(tail.encode()).decode(),
-                                    "Payload": _payload({"errorMessage": "boom", "errorType": "ValueError"})})
-    with stubber:
-        result = run("invoke", "tiny", "--data", "{}", "--logs")
+def test_logs_and_function_error(proxied: FaultProxy) -> None:
+    stack = ['  File "/var/task/edgemaas_handler.py", line 41, in handler\n    raise ValueError("boom")\n']
+    proxied.respond("lambda:Invoke", *lambda_function_error("ValueError", "boom", stack))
+    result = run("invoke", "tiny", "--data", "{}", "--logs")
     assert result.exit_code == 1
-    assert "Traceback: boom" in result.output
-    assert "Error: function error (Unhandled): ValueError: boom" in result.output
+    [call] = proxied.attempts("lambda:Invoke")
+    assert call.headers["x-amz-log-type"] == "Tail"  # --logs asks for the log tail
+    assert "[ERROR] ValueError: boom\nTraceback (most recent call last):\n" + stack[0] in result.output
+    assert "REPORT RequestId: " in result.output
+    assert "edgemaas-tiny:dev (version 1, us-east-1)" in result.output
+    assert "Error: function error (Unhandled): ValueError: boom" in result.stderr
 
 
 def test_batch_fans_out_records_failures_and_resumes(deployed: MotoServer, tmp_path: Path) -> None:
@@ -136,43 +130,54 @@ def test_batch_lines_without_ids_match_by_line_number(deployed: MotoServer, tmp_
     assert "2 answered by an earlier run: 0 answered now" in again.output
 
 
-def test_batch_retries_throttling_and_5xx_and_records_what_still_fails(tmp_path: Path) -> None:
-    client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stubber = Stubber(client)
+def test_batch_retries_throttling_and_5xx_per_line_with_backoff_and_records_what_still_fails(
+        proxied: FaultProxy, tmp_path: Path) -> None:
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text('{"inputs": [1]}\n{"inputs": [2]}\n')
-    # line 1: throttled twice, then a 500, then answered
-    stubber.add_client_error("invoke", "TooManyRequestsException", "Rate exceeded", 429)
-    stubber.add_client_error("invoke", "TooManyRequestsException", "Rate exceeded", 429)
-    stubber.add_client_error("invoke", "ServiceException", "internal", 500)
-    stubber.add_response("invoke", {"StatusCode": 200, "Payload": _payload({"predictions": [1]})})
-    # line 2: throttled on every attempt
-    for _ in range(4):
-        stubber.add_client_error("invoke", "TooManyRequestsException", "Rate exceeded", 429)
-    with stubber:
-        original = invoke_module.RETRY_BASE_DELAY
-        invoke_module.RETRY_BASE_DELAY = 0.001
-        try:
-            first = invoke_module.run_batch(client, FUNCTION, "dev", source, output, concurrency=1, attempts=4)
-        finally:
-            invoke_module.RETRY_BASE_DELAY = original
-    assert (first.succeeded, first.failed) == (1, 1)
-    stubber.assert_no_pending_responses()
+    first, second = b'{"inputs": [1]}', b'{"inputs": [2]}'  # what the function receives for each line
+    # line 1: throttled twice, then a 500, then answered (by moto, echoing it); line 2: throttled on every attempt
+    proxied.fail("lambda:Invoke", "throttle", times=2, matching=first)
+    proxied.fail("lambda:Invoke", "500", matching=first)
+    proxied.fail("lambda:Invoke", "throttle", times=4, matching=second)
+    client = invoke_client(connect())
+    summary = run_batch(client, FUNCTION, "dev", source, output, concurrency=2, attempts=4)
+    assert (summary.succeeded, summary.failed) == (1, 1)
+    calls = {line: [s for s in proxied.attempts("lambda:Invoke") if s.body == line] for line in (first, second)}
+    assert [s.outcome for s in calls[first]] == ["injected 429", "injected 429", "injected 500", "forwarded 200"]
+    assert [s.outcome for s in calls[second]] == ["injected 429"] * 4  # all 4 attempts, then given up
+    # Each line backs off on its own: the n-th wait lies in [d/2, d], d = base * 2^n, so the waits grow.
+    base = invoke_module.RETRY_BASE_DELAY
+    bands = [(base * 2 ** n / 2, base * 2 ** n) for n in range(3)]
+    for line, seen in calls.items():
+        waits = [later.at - earlier.at for earlier, later in itertools.pairwise(seen)]
+        assert all(low <= wait <= high + 0.5 for wait, (low, high) in zip(waits, bands)), (line, waits, bands)
+        assert waits[2] > waits[0], (line, waits)
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert rows[0]["response"] == {"predictions": [1]}
+    assert rows[0]["response"] == {"inputs": [1]} and "error" not in rows[0]
     assert "throttling" in rows[1]["error"] and rows[1]["retryable"] is True
 
 
-def test_access_denied_names_the_action_and_the_policy() -> None:
-    client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stubber = Stubber(client)
-    stubber.add_client_error("invoke", "AccessDeniedException", "User: arn:aws:iam::1:user/u is not authorized", 403)
-    with stubber, pytest.raises(Exception) as raised:
-        invoke_module.invoke(client, FUNCTION, "dev", {})
-    message = str(translate(raised.value))
-    # Invoke's IAM action is lambda:InvokeFunction; the statement comes from the minimal policy
+def test_access_denied_names_the_action_and_the_policy(proxied: FaultProxy) -> None:
+    # This message names neither the action nor a 12-digit account: the action comes from the operation, Invoke,
+    # whose IAM action is lambda:InvokeFunction; the statement from the minimal policy.
+    proxied.fail("lambda:Invoke", "access", message="User: arn:aws:iam::1:user/u is not authorized")
+    result = run("invoke", "tiny", "--data", "{}")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = result.stderr.removeprefix("Error: ")
     assert message.startswith("access denied: your AWS identity may not call lambda:InvokeFunction (needed by "
                               "Invoke).")
     statement = json.loads(message.split("\n", 1)[1])
     assert statement["Action"] == ["lambda:InvokeFunction"]
     assert statement["Resource"] == "arn:aws:lambda:*:*:function:edgemaas-*"
+    assert [s.outcome for s in proxied.attempts("lambda:Invoke")] == ["injected 403"]  # not retried
+
+    # AWS's own words name the caller, the action and the resource: the statement is for that account and region.
+    proxied.fail("lambda:Invoke", "access", message=(
+        f"User: arn:aws:iam::{ACCOUNT}:user/ci is not authorized to perform: lambda:InvokeFunction on resource: "
+        f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:{FUNCTION}:dev because no identity-based policy allows the "
+        "lambda:InvokeFunction action"))
+    result = run("invoke", "tiny", "--data", "{}")
+    first, statement = result.stderr.removeprefix("Error: ").strip().split("\n", 1)
+    assert first.startswith(f"access denied: your AWS identity (arn:aws:iam::{ACCOUNT}:user/ci) may not call "
+                            "lambda:InvokeFunction (needed by Invoke).")
+    assert json.loads(statement)["Resource"] == f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:edgemaas-*"
