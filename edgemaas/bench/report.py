@@ -97,7 +97,7 @@ def goal_text(goal: Goal) -> str:
 
 def goals_table(result: BenchResult) -> str:
     """Every goal on its own row, with the measured numbers its ratio comes from."""
-    rows = [[g.model, g.description, f"≤ {g.target:.3g}", "–" if g.ratio is None else f"{g.ratio:.3g}",
+    rows = [[g.model, g.description, f"≤ {g.target:.3g}", "–" if g.ratio is None else ratio_text(g.ratio, g.target),
              goal_text(g), g.detail] for g in result.goals]
     return _table(["model", "goal", "target", "ratio", "result", "from"], rows, "llrrll")
 
@@ -113,8 +113,8 @@ def goals_matrix(result: BenchResult) -> str:
     rows = []
     for model in result.models:
         found = {g.goal: g for g in result.goals if g.model == model}
-        rows.append([model] + [f"{found[c].ratio:.3g} {goal_text(found[c])}" if c in found and found[c].ratio
-                               is not None else "n/a" for c in columns])
+        rows.append([model] + [f"{ratio_text(found[c].ratio, found[c].target)} {goal_text(found[c])}"
+                               if c in found and found[c].ratio is not None else "n/a" for c in columns])
     return _table(["model", *columns.values()], rows, "l" + "r" * len(columns))
 
 
@@ -170,6 +170,21 @@ def readme_table(result: BenchResult) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _modules_cell(modules: list[str], shown: int = 6) -> str:
+    if len(modules) <= shown:
+        return ", ".join(modules)
+    return ", ".join(modules[:shown]) + f", … ({len(modules)} in all)"
+
+
+def ratio_text(ratio: float, target: float) -> str:
+    """The ratio to 3 significant digits, or more when 3 would round it onto the other side of its target."""
+    for digits in range(3, 8):
+        text = f"{ratio:.{digits}g}"
+        if (float(text) <= target) == (ratio <= target):
+            return text
+    return repr(ratio)
+
+
 def markdown_report(result: BenchResult) -> str:
     """bench.md: the README table, then where each cold start went, and the run's notes."""
     rows = []
@@ -179,7 +194,7 @@ def markdown_report(result: BenchResult) -> str:
         p = s.phases_ms
         load = p.get("import_and_load_ms", (p.get("import_ms") or 0) + (p.get("load_ms") or 0))
         rows.append([s.model or "(all)", s.label, ms(p.get("spawn_ms")), ms(load), ms(p.get("first_request_ms")),
-                     ms(s.cold_start_median_ms), ", ".join(s.third_party_modules[:12])])
+                     ms(s.cold_start_median_ms), _modules_cell(s.third_party_modules)])
     phases = _table(["model", "server", "interpreter start", "imports + model load (from start)", "first request",
                      "cold start", "third-party modules imported"], rows, "llrrrrl")
     notes = "\n".join(f"- {n}" for n in result.notes)
