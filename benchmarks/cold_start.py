@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         layered = package_lambda(chosen_variant(ws, name), ws.lambda_dir(name), ws.cache(), layout="layer",
                                  layers_dir=ws.dist / "layers")
         sizes[name] = (layered.zipped_bytes, layered.layer["zipped_bytes"])
-    result = run_bench(args.models, ws, cold_runs=args.runs, warm_requests=args.runs, only=COLD_SERVERS,
+    result = run_bench(args.models, ws, cold_runs=args.runs, warm_requests=args.runs, throughput_requests=1,
+                       only=COLD_SERVERS,
                        report=lambda message: print(f"  {message}", file=sys.stderr, flush=True))
 
     def cold(model: str | None, server: str) -> float | None:
