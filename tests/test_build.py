@@ -37,6 +37,13 @@ def test_build_end_to_end(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "build/linear" / selection["default"] / "manifest.json").exists()
     assert (tmp_path / "dist/linear/report/report.md").exists()
     assert (tmp_path / "dist/linear/lambda/function.zip").exists()
+    # The other targets, each made and (the edge bundle) run from what was packaged.
+    assert "edge, microcontroller and phone targets" in result.output
+    flat = " ".join(result.output.split())  # rich wraps cells at the console width
+    assert "predict ok:" in flat and "FAILED" not in flat and "refused" not in flat
+    for made in ("edge/linear-edge.tar.gz", "mcu/linear_model_data.cc", "android/linear.ort",
+                 "android/LinearModel.kt", "ios/LinearModel.swift"):
+        assert (tmp_path / "dist/linear" / made).exists(), made
     # A second build reuses the trained and converted model.
     again = CliRunner().invoke(cli, ["build", str(MODELS / "linear.yaml")])
     assert again.exit_code == 0, again.output
