@@ -155,6 +155,7 @@ def test_batch_retries_throttling_and_5xx_per_line_with_backoff_and_records_what
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert rows[0]["response"] == {"inputs": [1]} and "error" not in rows[0]
     assert "throttling" in rows[1]["error"] and rows[1]["retryable"] is True
+    assert "(4 attempts: Rate exceeded)" in rows[1]["error"], rows[1]["error"]
 
 
 def test_access_denied_names_the_action_and_the_policy(proxied: FaultProxy) -> None:

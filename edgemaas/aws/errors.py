@@ -68,6 +68,8 @@ def with_retries(call: Callable[[], T], attempts: int = retries.DEFAULT_ATTEMPTS
             return call()
         except ClientError as exc:
             if attempt == attempts or not retryable(exc):
+                # Our retries, not botocore's: record them where the error message reads the attempt count.
+                exc.response.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempt - 1
                 raise
             sleep(retries.backoff(attempt, base_delay))
     raise AssertionError("unreachable")

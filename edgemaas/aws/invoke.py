@@ -67,9 +67,18 @@ def check_deployed(client: Any, function: str, stage: str) -> str:
     raise UserError(f"{function} has no stage {stage!r} (its stages: {stages}); deploy with --stage {stage}")
 
 
-def invoke(client: Any, function: str, stage: str, event: Any, logs: bool = False, attempts: int = 5,
+def invoke_attempts() -> int:
+    """Attempts per invoke: AWS_MAX_ATTEMPTS when set (as for every other call), else 5."""
+    try:
+        return max(1, int(os.environ.get("AWS_MAX_ATTEMPTS", "5")))
+    except ValueError:
+        return 5
+
+
+def invoke(client: Any, function: str, stage: str, event: Any, logs: bool = False, attempts: int | None = None,
            base_delay: float | None = None) -> InvokeResult:
     """One synchronous invoke of function:stage, retried on throttling and 5xx."""
+    attempts = attempts or invoke_attempts()
     kwargs: dict[str, Any] = {"FunctionName": function, "Qualifier": stage, "InvocationType": "RequestResponse",
                               "Payload": json.dumps(event).encode()}
     if logs:
@@ -132,7 +141,7 @@ def _answered(output: Path) -> dict[str, dict]:
 
 
 def run_batch(client: Any, function: str, stage: str, source: Path, output: Path, concurrency: int = 4,
-              attempts: int = 5, progress: Callable[[int, int], None] | None = None,
+              attempts: int | None = None, progress: Callable[[int, int], None] | None = None,
               advance: Callable[[bool], None] | None = None) -> BatchSummary:
     """Invoke function:stage once per line of source (JSONL) with at most `concurrency` in flight.
 
