@@ -67,7 +67,10 @@ class InputProcessor:
             problem = _check_nested(sample, self.shape)
             if problem:
                 raise RequestError(f"{field}[{i}]", f"{problem}; expected {expected}")
-        array = np.asarray(batch, dtype=np.float64)
+        try:
+            array = np.asarray(batch, dtype=np.float64)
+        except OverflowError:  # JSON integers have no size limit; beyond float64 numpy cannot convert them
+            raise _huge_integer(batch, field) from None
         with np.errstate(over="ignore", invalid="ignore"):
             array32 = array.astype(np.float32)
         bad = ~np.isfinite(array32)
@@ -76,7 +79,16 @@ class InputProcessor:
             value = float(array[tuple(where)])
             raise RequestError(f"{field}[{where[0]}]", f"value {value!r} at position {where[1:].tolist()} is not a "
                                                        f"finite float32 (NaN, Infinity or beyond ±{_FLOAT32_MAX:.3g})")
-        return self.transform(array32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = self.transform(array32)
+        bad = ~np.isfinite(scaled)
+        if bad.any():  # a small std turns a large but finite float32 into Infinity
+            where = np.argwhere(bad)[0]
+            value = float(array[tuple(where)])
+            raise RequestError(f"{field}[{where[0]}]", f"value {value!r} at position {where[1:].tolist()} is out of "
+                                                       "range for this model: standardised ((x - mean) / std) it is "
+                                                       "not a finite float32")
+        return scaled
 
     def transform(self, batch: Any) -> np.ndarray:
         """The preprocessing alone, on a batch already known to be valid. Training calls this too (no skew)."""
@@ -100,6 +112,19 @@ def _check_nested(value: Any, shape: list[int]) -> str | None:
         if problem:
             return problem
     return None
+
+
+def _huge_integer(batch: list[Any], field: str) -> RequestError:
+    """The error for the first integer in a (well-shaped) batch that no float can hold."""
+    values = np.asarray(batch, dtype=object)
+    for where in np.ndindex(values.shape):
+        value = values[where]
+        if isinstance(value, int) and abs(value) > _FLOAT32_MAX:
+            digits = len(str(abs(value)))
+            return RequestError(f"{field}[{where[0]}]", f"an integer of {digits} digits at position "
+                                                        f"{list(where[1:])} is not a finite float32 (beyond "
+                                                        f"±{_FLOAT32_MAX:.3g})")
+    return RequestError(field, "a value is too large for a float")
 
 
 def json_type(value: Any) -> str:
@@ -142,6 +167,12 @@ class OutputProcessor:
 
     def __call__(self, output: np.ndarray) -> list[dict[str, Any]]:
         values = self.values(output)
+        finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if not finite.all():  # valid but extreme inputs can overflow the model; JSON has no NaN or Infinity
+            i = int(np.argmin(finite))
+            raise RequestError(f"inputs[{i}]", "the model's output for this sample is not a finite number (NaN or "
+                                               "Infinity): its values are far outside the range the model was "
+                                               "trained on")
         if self.kind == "raw":
             return [{"values": row.reshape(-1).tolist()} for row in values]
         if self.kind == "classification":

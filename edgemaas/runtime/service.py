@@ -16,6 +16,7 @@ import binascii
 import json
 import logging
 import queue
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit; the edge
 _MB = 1024 * 1024
 _SHOWN_KEYS = 5  # unknown keys named in an error; the rest are counted
 _SHOWN_KEY_CHARS = 40
+_MAX_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 4300)()  # integers longer than this do not parse
 
 logger = logging.getLogger("edgemaas.service")
 
@@ -110,14 +112,34 @@ def parse_body(body: Any, base64_encoded: bool = False, max_bytes: int = MAX_BOD
         except UnicodeDecodeError:
             raise BadRequest("the request body is not valid UTF-8", field="body") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_object_without_repeats)
     except RecursionError:
         raise BadRequest("the request body is nested too deeply", field="body") from None
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+        what = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        raise BadRequest(f"the request body is not valid JSON: {what} at line {exc.lineno} column {exc.colno}",
                          field="body") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python's int-parsing limit
-        raise BadRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+    except ValueError:  # an integer literal longer than Python's int-parsing limit; its advice is not the caller's
+        raise BadRequest(f"the request body is not valid JSON: a number has more than {_MAX_DIGITS} digits",
+                         field="body") from None
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it repeats a key: parsers disagree on which copy wins (first, last, error), so a
+    proxy or validator in front of the service could check one value while the model gets the other."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest(f"the request body repeats the key {_shown_key(key)}; send each key once",
+                                 field="body")
+            seen.add(key)
+    return result
+
+
+def _shown_key(key: str) -> str:
+    return repr(key if len(key) <= _SHOWN_KEY_CHARS else key[:_SHOWN_KEY_CHARS] + "...")
 
 
 def request_inputs(request: Any) -> Any:
@@ -128,8 +150,7 @@ def request_inputs(request: Any) -> Any:
         raise BadRequest('missing "inputs": send {"inputs": [sample, ...]}', field="inputs")
     unknown = sorted(str(key) for key in request if key != "inputs")
     if unknown:
-        shown = ", ".join(repr(key if len(key) <= _SHOWN_KEY_CHARS else key[:_SHOWN_KEY_CHARS] + "...")
-                          for key in unknown[:_SHOWN_KEYS])
+        shown = ", ".join(_shown_key(key) for key in unknown[:_SHOWN_KEYS])
         more = f" and {len(unknown) - _SHOWN_KEYS} more" if len(unknown) > _SHOWN_KEYS else ""
         raise BadRequest(f"unknown key(s) {shown}{more}; only \"inputs\" is accepted")
     return request["inputs"]
