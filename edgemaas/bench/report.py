@@ -244,7 +244,11 @@ def _bars(result: BenchResult, path: Path, title: str, xlabel: str, value: Calla
         text = ms(v) if "ms" in xlabel else f"{v:.0f}"
         ax.annotate(text, (x, p), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7)
     ax.set_yticks(positions, [f"{s.model} · {s.label}" if s.model else s.label for s, _ in rows], fontsize=7)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log axis
     ax.margins(x=0.15)
     ax.set_xlabel(xlabel)
     ax.set_title(f"{title} — {result.date[:10]}, {result.machine.get('cores')} cores", fontsize=10)
