@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from . import __version__
-from .commands import aws, invoke, package
+from .commands import aws, bench, invoke, package
 from .commands.common import (
     console,
     handle_errors,
@@ -224,7 +224,7 @@ def _specs(paths: tuple[str, ...]) -> list[Any]:
     return [load_spec(p) for p in (paths or _spec_paths())]
 
 
-for command in (package.package, invoke.invoke, aws.deploy, aws.deploy_policy, aws.status, aws.rollback, aws.destroy):
+for command in (package.package, bench.bench, invoke.invoke, aws.deploy, aws.deploy_policy, aws.status, aws.rollback, aws.destroy):
     cli.add_command(command)
 
 

@@ -131,3 +131,11 @@ def test_debug_shows_the_traceback(runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(cli, ["--debug", "package", "nothing-here"])
     assert result.exit_code == 1
     assert isinstance(result.exception, Exception) and "nothing-here" in str(result.exception)
+
+
+def test_bench_without_built_models_says_what_to_do(runner: CliRunner, tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        result = runner.invoke(cli, ["bench"])
+    assert result.exit_code == 1
+    assert result.output == "Error: no built models in build; run `edgemaas build` first\n"
