@@ -5,7 +5,9 @@ The function zip (built from the model's gate-chosen variant, or --package) runs
 (`edgemaas.lambda_local.invoke_local`), which reports Max Memory Used per invoke, as Lambda's REPORT line does.
 The events cycle through direct invokes, HTTP API v2 events and bad requests; each answer must equal what the
 runtime in this process answers (predictions, or the 4xx error record). Warm-up is the first 10% of the invokes;
-growth is Max Memory Used after the last invoke minus after warm-up. Prints a Markdown table; exits 1 on errors.
+growth is Max Memory Used after the last invoke minus after warm-up. The same events also go to an echo function
+(a one-line handler) as a baseline: what the runtime client and interpreter grow by themselves. Prints a Markdown
+table; exits 1 on errors.
 
     python benchmarks/lambda_soak.py [--model cnn] [--workspace .] [--package function.zip] [--invokes 1000]
                                      [--memory-mb 512] [--json FILE]
@@ -48,6 +50,7 @@ class SoakResult:
     max_memory_mb_end: int
     max_memory_growth_mb: int
     max_memory_mb: list[int]  # per invoke
+    baseline_growth_mb: int | None = None  # an echo function's growth under the same events
 
 
 def soak_events(samples: list[Any], invokes: int) -> list[Any]:
@@ -94,7 +97,16 @@ def model_from_zip(package: Path, into: Path) -> Path:
     return into
 
 
-def run_soak(package: Path, samples: list[Any], invokes: int = 1000, memory_mb: int = 512,
+ECHO_HANDLER = "def handler(event, context):\n    return {\"echo\": event}\n"
+
+
+def memory_growth(memory: list[int]) -> tuple[int, int]:
+    """(Max Memory Used after warm-up, growth from there to the last invoke)."""
+    warm = memory[max(0, int(len(memory) * WARMUP_SHARE) - 1)]
+    return warm, memory[-1] - warm
+
+
+def run_soak(package: Path, samples: list[Any], invokes: int = 1000, memory_mb: int = 512, baseline: bool = True,
              report: Any = lambda message: None) -> SoakResult:
     from edgemaas.lambda_local import invoke_local
     from edgemaas.runtime import load_model
@@ -127,7 +139,13 @@ def run_soak(package: Path, samples: list[Any], invokes: int = 1000, memory_mb: 
                 examples.append(problem)
     cold = sum(1 for r in results if r.init_duration_ms is not None)
     memory = [r.max_memory_used_mb for r in results]
-    warm_index = max(0, int(invokes * WARMUP_SHARE) - 1)
+    warm, growth = memory_growth(memory)
+    baseline_growth = None
+    if baseline:
+        with tempfile.TemporaryDirectory(prefix="edgemaas-soak-echo-") as echo:
+            (Path(echo) / "handler.py").write_text(ECHO_HANDLER)
+            echoed = invoke_local(Path(echo), events, memory_mb=memory_mb, timeout_s=30)
+        baseline_growth = memory_growth([r.max_memory_used_mb for r in echoed])[1]
     durations = [r.duration_ms for r in results[1:]] or [results[0].duration_ms]  # warm invokes
     quantiles = statistics.quantiles(durations, n=100, method="inclusive")
     return SoakResult(
@@ -135,8 +153,8 @@ def run_soak(package: Path, samples: list[Any], invokes: int = 1000, memory_mb: 
         error_examples=examples, seconds=round(seconds, 2),
         duration_ms={"p50": round(quantiles[49], 2), "p99": round(quantiles[98], 2), "max": round(max(durations), 2)},
         init_duration_ms=round(results[0].init_duration_ms, 1) if results[0].init_duration_ms else None,
-        memory_size_mb=memory_mb, max_memory_mb_after_warmup=memory[warm_index], max_memory_mb_end=memory[-1],
-        max_memory_growth_mb=memory[-1] - memory[warm_index], max_memory_mb=memory,
+        memory_size_mb=memory_mb, max_memory_mb_after_warmup=warm, max_memory_mb_end=memory[-1],
+        max_memory_growth_mb=growth, max_memory_mb=memory, baseline_growth_mb=baseline_growth,
     )
 
 
@@ -153,6 +171,8 @@ def markdown(result: SoakResult) -> str:
          f"{result.max_memory_mb_after_warmup} MB of {result.memory_size_mb} MB"),
         ("Max Memory Used at the end", f"{result.max_memory_mb_end} MB (growth {result.max_memory_growth_mb:+d} MB)"),
     ]
+    if result.baseline_growth_mb is not None:
+        rows.append(("an echo function's growth, same events", f"{result.baseline_growth_mb:+d} MB"))
     return "\n".join(["| measure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
@@ -164,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         "variant into a temporary folder)")
     parser.add_argument("--invokes", type=int, default=1000)
     parser.add_argument("--memory-mb", type=int, default=512)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the echo function's run")
     parser.add_argument("--json", type=Path, help="also write the result (with every invoke's memory) here")
     args = parser.parse_args(argv)
     if args.invokes < 10:
@@ -189,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 package = Path(package_lambda(chosen_variant(ws, args.model), Path(tmp), ws.cache()).zip_path)
             except UserError as exc:
                 raise SystemExit(str(exc)) from None
-        result = run_soak(package, samples, args.invokes, args.memory_mb,
+        result = run_soak(package, samples, args.invokes, args.memory_mb, not args.no_baseline,
                           report=lambda message: print(message, file=sys.stderr, flush=True))
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")

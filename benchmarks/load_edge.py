@@ -54,6 +54,7 @@ class LoadResult:
     rss_mb_after_warmup: float
     rss_mb_end: float
     rss_growth_mb: float
+    rss_trend_mb_per_100k: float  # least-squares slope of RSS against requests answered, after warm-up
     peak_rss_mb: float  # VmHWM
     server_exit_code: int | None
     rss_samples: list[tuple[float, int, float]] = field(default_factory=list)  # (seconds, requests done, RSS MB)
@@ -94,8 +95,12 @@ def start_server(model_dir: Path, log_path: Path, workers: int) -> tuple[subproc
 class Driver:
     """--concurrency threads, one keep-alive connection each, sharing one request counter."""
 
-    def __init__(self, port: int, bodies: list[bytes], expected: list[bytes], total: int) -> None:
+    def __init__(self, port: int, bodies: list[bytes], expected: list[bytes], total: int, concurrency: int) -> None:
         self.port, self.bodies, self.expected, self.total = port, bodies, expected, total
+        # Connections stay open until the end has been measured: closing them ends server threads, which frees
+        # memory and would hide growth.
+        self.finished = threading.Barrier(concurrency + 1)
+        self.release = threading.Event()
         self.lock = threading.Lock()
         self.next = 0
         self.done = 0
@@ -122,24 +127,31 @@ class Driver:
     def worker(self) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"Content-Type": "application/json"}
-        while (i := self._take()) is not None:
-            body, problem = self.bodies[i % len(self.bodies)], None
-            started = time.perf_counter()
+        try:
+            while (i := self._take()) is not None:
+                body, problem = self.bodies[i % len(self.bodies)], None
+                started = time.perf_counter()
+                try:
+                    connection.request("POST", "/predict", body=body, headers=headers)
+                    response = connection.getresponse()
+                    data = response.read()
+                    if response.status != 200:
+                        problem = f"request {i}: HTTP {response.status}: {data[:200]!r}"
+                    elif data != self.expected[i % len(self.expected)]:
+                        problem = f"request {i}: a different answer than the runtime's: {data[:200]!r}"
+                    if response.will_close:
+                        connection.close()
+                except (OSError, http.client.HTTPException) as exc:
+                    problem = f"request {i}: {type(exc).__name__}: {exc}"
+                    connection.close()  # reconnects on the next request
+                self._finish(time.perf_counter() - started, problem)
+        finally:
             try:
-                connection.request("POST", "/predict", body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
-                if response.status != 200:
-                    problem = f"request {i}: HTTP {response.status}: {data[:200]!r}"
-                elif data != self.expected[i % len(self.expected)]:
-                    problem = f"request {i}: a different answer than the runtime's: {data[:200]!r}"
-                if response.will_close:
-                    connection.close()
-            except (OSError, http.client.HTTPException) as exc:
-                problem = f"request {i}: {type(exc).__name__}: {exc}"
-                connection.close()  # reconnects on the next request
-            self._finish(time.perf_counter() - started, problem)
-        connection.close()
+                self.finished.wait()
+            except threading.BrokenBarrierError:
+                pass
+            self.release.wait()
+            connection.close()
 
 
 def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, batch: int = 1,
@@ -175,7 +187,7 @@ def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, bat
         process, port = start_server(model_dir, log_path, workers)
         report(f"serving {manifest.name} {manifest.variant} on 127.0.0.1:{port} (pid {process.pid}, {workers} "
                f"worker(s)); {requests} requests at concurrency {concurrency}, batch {batch}")
-        driver = Driver(port, bodies, expected, requests)
+        driver = Driver(port, bodies, expected, requests, concurrency)
         samples: list[tuple[float, int, float]] = []
         stop = threading.Event()
         began = time.perf_counter()
@@ -192,8 +204,7 @@ def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, bat
         try:
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                thread.join()
+            driver.finished.wait()  # every request answered, every connection still open
             seconds = time.perf_counter() - began
             stop.set()
             sampler.join()
@@ -202,6 +213,11 @@ def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, bat
             alive = process.poll() is None
         finally:
             stop.set()
+            driver.release.set()
+            driver.finished.abort()  # if we got here by an exception, no worker waits forever
+            for thread in threads:
+                if thread.ident is not None:
+                    thread.join()
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
             try:
@@ -218,6 +234,8 @@ def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, bat
         driver.error_examples.append(f"the server logged a traceback: {log[log.index('Traceback'):][:500]}")
 
     warm = next((rss for _, done, rss in samples if done >= requests * WARMUP_SHARE), samples[-1][2])
+    after = [(done, rss) for _, done, rss in samples if done >= requests * WARMUP_SHARE]
+    trend = statistics.linear_regression(*zip(*after)).slope * 100_000 if len({d for d, _ in after}) > 1 else 0.0
     quantiles = statistics.quantiles(driver.latencies, n=100, method="inclusive")
     return LoadResult(
         model=manifest.name, variant=manifest.variant, requests=driver.done, concurrency=concurrency, batch=batch,
@@ -226,7 +244,7 @@ def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, bat
                     "p99": round(quantiles[98] * 1000, 2), "max": round(max(driver.latencies) * 1000, 2)},
         errors=driver.errors, error_examples=driver.error_examples,
         rss_mb_after_warmup=round(warm, 1), rss_mb_end=round(end_rss / 1024, 1),
-        rss_growth_mb=round(end_rss / 1024 - warm, 1), peak_rss_mb=round(peak / 1024, 1),
+        rss_growth_mb=round(end_rss / 1024 - warm, 1), rss_trend_mb_per_100k=round(trend, 2), peak_rss_mb=round(peak / 1024, 1),
         server_exit_code=exit_code, rss_samples=[(round(t, 2), n, round(m, 1)) for t, n, m in samples],
     )
 
@@ -243,6 +261,7 @@ def markdown(result: LoadResult) -> str:
          f"{latency['p50']:.1f} / {latency['p90']:.1f} / {latency['p99']:.1f} / {latency['max']:.1f} ms"),
         ("server RSS after warm-up (first 10%)", f"{result.rss_mb_after_warmup:.1f} MB"),
         ("server RSS at the end", f"{result.rss_mb_end:.1f} MB (growth {result.rss_growth_mb:+.1f} MB)"),
+        ("server RSS trend after warm-up", f"{result.rss_trend_mb_per_100k:+.2f} MB per 100,000 requests"),
         ("server peak RSS (VmHWM)", f"{result.peak_rss_mb:.1f} MB"),
         ("server exit on SIGTERM", str(result.server_exit_code)),
     ]

@@ -30,6 +30,7 @@ def test_edge_server_under_load(trained: Workspace, tmp_path: Path) -> None:
     assert result["server_exit_code"] == 0  # SIGTERM after the run: a clean stop
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
     assert result["rss_mb_after_warmup"] > 0 and len(result["rss_samples"]) >= 2
+    assert [done for _, done, _ in result["rss_samples"]] == sorted(done for _, done, _ in result["rss_samples"])
     assert result["rss_growth_mb"] < MAX_GROWTH_MB, result["rss_samples"]
     assert "| latency p50 / p90 / p99 / max |" in done.stdout and "| errors | 0 |" in done.stdout
 
@@ -43,4 +44,5 @@ def test_lambda_function_soak(trained: Workspace, packaged_cnn: Path, tmp_path: 
     assert (result["invokes"], result["cold_starts"], result["errors"]) == (200, 1, 0), result["error_examples"]
     assert len(result["max_memory_mb"]) == 200 and result["max_memory_mb_after_warmup"] > 0
     assert result["max_memory_growth_mb"] < MAX_GROWTH_MB, result["max_memory_mb"]
+    assert result["baseline_growth_mb"] is not None  # the echo function ran on the same events
     assert "| Max Memory Used at the end |" in done.stdout and "| errors | 0 |" in done.stdout
