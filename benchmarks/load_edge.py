@@ -244,7 +244,8 @@ def run_load(model_dir: Path, requests: int = 20_000, concurrency: int = 32, bat
                     "p99": round(quantiles[98] * 1000, 2), "max": round(max(driver.latencies) * 1000, 2)},
         errors=driver.errors, error_examples=driver.error_examples,
         rss_mb_after_warmup=round(warm, 1), rss_mb_end=round(end_rss / 1024, 1),
-        rss_growth_mb=round(end_rss / 1024 - warm, 1), rss_trend_mb_per_100k=round(trend, 2), peak_rss_mb=round(peak / 1024, 1),
+        rss_growth_mb=round(end_rss / 1024 - warm, 1), rss_trend_mb_per_100k=round(trend, 2),
+        peak_rss_mb=round(peak / 1024, 1),
         server_exit_code=exit_code, rss_samples=[(round(t, 2), n, round(m, 1)) for t, n, m in samples],
     )
 
