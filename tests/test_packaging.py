@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 
@@ -21,11 +22,20 @@ def test_zip_holds_handler_runtime_model_and_only_the_runtime_it_needs(packaged_
     for required in ("handler.py", "edgemaas/__init__.py", "edgemaas/runtime/model.py", "model/model.tflite",
                      "model/manifest.json", "numpy/__init__.py", "ai_edge_litert/interpreter.py"):
         assert required in names
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # Bytecode ships (Lambda's code folders are read-only): one unchecked-hash .pyc (PEP 552, valid whatever the
+    # zip's fixed timestamps) per module, for the target Python, and no other kind.
+    tag = sys.implementation.cache_tag
+    pycs = [n for n in names if n.endswith(".pyc")]
+    assert "__pycache__/handler.{}.pyc".format(tag) in pycs and f"numpy/__pycache__/__init__.{tag}.pyc" in pycs
+    assert all(n.endswith(f".{tag}.pyc") and "/__pycache__/" in f"/{n}" for n in pycs)
+    with zipfile.ZipFile(packaged_cnn) as archive:
+        assert {int.from_bytes(archive.read(n)[4:8], "little") for n in pycs} == {1}  # hash-based, unchecked
+    modules = {n for n in names if n.endswith(".py")}
+    assert len(pycs) >= 0.9 * len(modules)
     top_level = {n.split("/")[0] for n in names}
     assert not {"tensorflow", "onnxruntime", "tf_keras", "edgemaas/cli.py"} & top_level
     assert not [n for n in names if n.startswith("edgemaas/") and not n.startswith("edgemaas/runtime/")
-                and n != "edgemaas/__init__.py"]
+                and n not in ("edgemaas/__init__.py", f"edgemaas/__pycache__/__init__.{tag}.pyc")]
     assert any(n.startswith("numpy.libs/") for n in names)  # numpy's bundled BLAS must ship
 
 
@@ -59,7 +69,16 @@ def test_arm64_and_python_312_wheels(trained: Workspace, tmp_path: Path) -> None
     with zipfile.ZipFile(package.zip_path) as archive:
         extensions = [n for n in archive.namelist() if n.endswith(".so") and "_multiarray_umath" in n]
     assert extensions and all("cpython-312-aarch64" in n for n in extensions)
-    assert package.warnings == []  # Python 3.12 runs on Amazon Linux 2023, whose glibc is new enough
+    assert not [w for w in package.warnings if "glibc" in w]  # Amazon Linux 2023's glibc is new enough
+    # Bytecode is made by the target Python: without a Python 3.12 here, the package says so and ships none.
+    from edgemaas.packaging.bytecode import target_python
+
+    with zipfile.ZipFile(package.zip_path) as archive:
+        pycs = [n for n in archive.namelist() if n.endswith(".pyc")]
+    if target_python("3.12") is None:
+        assert pycs == [] and any(w.startswith("no Python 3.12 here to precompile bytecode") for w in package.warnings)
+    else:
+        assert pycs and all(n.endswith(".cpython-312.pyc") for n in pycs)
 
 
 def test_python_311_warns_about_amazon_linux_2(packaged_cnn: Path) -> None:

@@ -79,7 +79,8 @@ class ServingModel:
 def _to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.quantized and array.dtype.kind == "f":
         info = np.iinfo(spec.dtype)
-        q = np.round(array / spec.scale + spec.zero_point)
+        with np.errstate(over="ignore"):  # values beyond the int range are clipped just below
+            q = np.round(array / spec.scale + spec.zero_point)
         return np.clip(q, info.min, info.max).astype(spec.dtype)
     return array.astype(spec.dtype, copy=False)
 
