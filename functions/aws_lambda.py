@@ -35,7 +35,8 @@ print(f"edgemaas init: imports {(_IMPORTED - _STARTED) * 1000:.1f} ms, model loa
 def handler(event: Any, context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None)
     if not _is_http_event(event):
-        return SERVICE.handle_request(event, request_id).body
+        # Lambda serializes the returned dict itself: no reply text to make.
+        return SERVICE.handle_request(event, request_id, serialize=False).body
     if _method(event) == "GET":
         return _http_response(SERVICE.describe_reply())
     return _http_response(SERVICE.handle_body(event.get("body"), bool(event.get("isBase64Encoded")), request_id))

@@ -52,11 +52,16 @@ class TFLiteBackend:
         self._out = self._interp.get_output_details()
         self.inputs = [_tflite_spec(d) for d in self._in]
         self.outputs = [_tflite_spec(d) for d in self._out]
+        self._in_index = [d["index"] for d in self._in]
+        self._out_index = [d["index"] for d in self._out]
+        first = self.inputs[0].shape
+        self._dynamic_batch = bool(first) and first[0] == -1
+        self._fixed_batch = first[0] if first and first[0] != -1 else None
         self._batch = None  # batch size the tensors are currently allocated for
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         batch = feeds[0].shape[0]
-        fixed = self.inputs[0].shape[0] if self.inputs[0].shape and self.inputs[0].shape[0] != -1 else None
+        fixed = self._fixed_batch
         if fixed is None:
             return self._invoke(feeds, batch)
         # A model frozen with a fixed batch (recurrent models are) runs in chunks of that size, the last one padded.
@@ -71,15 +76,16 @@ class TFLiteBackend:
         return [np.concatenate([r[i] for r in results]) for i in range(len(self.outputs))]
 
     def _invoke(self, feeds: list[np.ndarray], batch: int) -> list[np.ndarray]:
-        if batch != self._batch and self.inputs[0].shape and self.inputs[0].shape[0] == -1:
-            for detail, feed in zip(self._in, feeds):
-                self._interp.resize_tensor_input(detail["index"], list(feed.shape), strict=True)
-            self._interp.allocate_tensors()
+        interp = self._interp
+        if batch != self._batch and self._dynamic_batch:
+            for index, feed in zip(self._in_index, feeds):
+                interp.resize_tensor_input(index, list(feed.shape), strict=True)
+            interp.allocate_tensors()
             self._batch = batch
-        for detail, feed in zip(self._in, feeds):
-            self._interp.set_tensor(detail["index"], feed)
-        self._interp.invoke()
-        return [self._interp.get_tensor(d["index"]).copy() for d in self._out]
+        for index, feed in zip(self._in_index, feeds):
+            interp.set_tensor(index, feed)
+        interp.invoke()
+        return [interp.get_tensor(index) for index in self._out_index]  # get_tensor returns a copy already
 
 
 def _tflite_spec(detail: dict[str, Any]) -> TensorSpec:

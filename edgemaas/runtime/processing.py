@@ -6,6 +6,7 @@ message alone.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from .errors import RequestError
 from .text import encode, vocabulary_index
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_LIST = {list}
+_NUMBERS = {int, float}  # exact types: bool (an int subclass) is refused, like every other look-alike
 
 
 class InputProcessor:
@@ -62,6 +65,24 @@ class InputProcessor:
         return self.transform(batch)
 
     def _numeric(self, batch: list[Any], field: str) -> np.ndarray:
+        # Fast path for the common case: plain nested lists of plain numbers, checked a level at a time with C-level
+        # map/set instead of a Python walk of every number. Anything it is not sure of (a problem, a subclass, huge
+        # integers, values that do not scale to finite float32) goes through the full check below, which words the
+        # error; so the verdict and every message are exactly the full check's.
+        numbers = _regular_numbers(batch, self.shape)
+        if numbers is not None:
+            try:
+                array = np.array(numbers, dtype=np.float64).reshape(len(batch), *self.shape)
+            except OverflowError:
+                array = None
+            if array is not None:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    scaled = self.transform(array.astype(np.float32))
+                if np.isfinite(scaled).all():
+                    return scaled
+        return self._numeric_checked(batch, field)
+
+    def _numeric_checked(self, batch: list[Any], field: str) -> np.ndarray:
         expected = f"a batch of shape [N, {', '.join(map(str, self.shape))}]" if self.shape else "a list of numbers"
         for i, sample in enumerate(batch):
             problem = _check_nested(sample, self.shape)
@@ -95,6 +116,17 @@ class InputProcessor:
         if self.kind == "text":
             return np.asarray([encode(t, self.index, self.max_length, self.lowercase) for t in batch], dtype=np.int32)
         return (np.asarray(batch, dtype=np.float32) - self.mean) / self.std
+
+
+def _regular_numbers(batch: list[Any], shape: list[int]) -> list[Any] | None:
+    """The batch's numbers in order when every sample is exactly `shape` of plain lists holding plain int/float;
+    None otherwise (then `_check_nested` finds and words the problem, if there is one)."""
+    level = batch
+    for size in shape:
+        if set(map(type, level)) != _LIST or set(map(len, level)) != {size}:
+            return None
+        level = list(chain.from_iterable(level))
+    return level if set(map(type, level)) <= _NUMBERS else None
 
 
 def _check_nested(value: Any, shape: list[int]) -> str | None:
@@ -167,24 +199,25 @@ class OutputProcessor:
 
     def __call__(self, output: np.ndarray) -> list[dict[str, Any]]:
         values = self.values(output)
-        finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
-        if not finite.all():  # valid but extreme inputs can overflow the model; JSON has no NaN or Infinity
+        if not np.isfinite(values).all():  # extreme but valid inputs can overflow the model; JSON has no NaN/Infinity
+            finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
             i = int(np.argmin(finite))
             raise RequestError(f"inputs[{i}]", "the model's output for this sample is not a finite number (NaN or "
                                                "Infinity): its values are far outside the range the model was "
                                                "trained on")
+        # One numpy call for the whole batch, then plain Python floats (tolist) rather than numpy scalars per value.
         if self.kind == "raw":
-            return [{"values": row.reshape(-1).tolist()} for row in values]
+            return [{"values": row} for row in values.reshape(values.shape[0], -1).tolist()]
         if self.kind == "classification":
+            values = values.reshape(values.shape[0], -1)
+            labels = self.labels
             predictions = []
-            for row in values:
-                order = np.argsort(-row)[: self.top_k]
-                predictions.append({
-                    "label": self.labels[order[0]],
-                    "probability": round(float(row[order[0]]), 6),
-                    "top": [{"label": self.labels[j], "probability": round(float(row[j]), 6)} for j in order],
-                })
+            # One argsort for the batch orders each row as a 1-D argsort of that row would (ties included).
+            for row, order in zip(values.tolist(), np.argsort(-values, axis=1)[:, : self.top_k].tolist()):
+                top = [{"label": labels[j], "probability": round(row[j], 6)} for j in order]
+                predictions.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
             return predictions
+        rows = values.tolist()
         if len(self.names) == 1:
-            return [{self.names[0]: float(row[0])} for row in values]
-        return [{name: float(v) for name, v in zip(self.names, row)} for row in values]
+            return [{self.names[0]: row[0]} for row in rows]
+        return [dict(zip(self.names, row)) for row in rows]

@@ -17,9 +17,9 @@ import json
 import logging
 import queue
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import RequestError
@@ -48,11 +48,20 @@ class BadRequest(Exception):
 
 @dataclass
 class Reply:
-    """What a surface sends back: an HTTP status, the JSON body, and that body serialized (NaN refused)."""
+    """What a surface sends back: an HTTP status, the JSON body, and that body serialized (NaN refused).
+
+    The text is made on first use: a direct invoke hands the body dict to its runtime and never needs it.
+    """
 
     status: int
     body: dict[str, Any]
-    text: str
+    _text: str | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = json.dumps(self.body, allow_nan=False)
+        return self._text
 
     @property
     def ok(self) -> bool:
@@ -161,7 +170,8 @@ class Service:
 
     `models` are replicas of the same model (one interpreter each): a request borrows one for its whole prediction,
     so no interpreter is ever used by two threads at once (LiteRT interpreters are not thread-safe). With one
-    replica that is a lock; the Lambda handler, single-threaded, never waits on it.
+    replica that is a plain lock (a queue's condition variables cost microseconds a request); the Lambda handler,
+    single-threaded, never waits on it.
     """
 
     def __init__(self, models: ServingModel | Sequence[ServingModel], max_body_bytes: int = MAX_BODY_BYTES,
@@ -173,8 +183,10 @@ class Service:
         self.replicas = len(replicas)
         self.max_body_bytes = max_body_bytes
         self.borrow_timeout_s = borrow_timeout_s
+        self._name, self._variant = self.model.name, self.model.manifest.variant
+        self._lock = threading.Lock() if len(replicas) == 1 else None
         self._pool: queue.LifoQueue[ServingModel] = queue.LifoQueue()
-        for replica in replicas:
+        for replica in replicas if self._lock is None else []:
             self._pool.put(replica)
 
     def describe(self) -> dict[str, Any]:
@@ -201,11 +213,17 @@ class Service:
             return self._rejected(exc, request_id)
         return self.handle_request(request, request_id)
 
-    def handle_request(self, request: Any, request_id: str | None = None) -> Reply:
-        """An already-parsed request (a direct invoke's event) -> a Reply."""
+    def handle_request(self, request: Any, request_id: str | None = None, serialize: bool = True) -> Reply:
+        """An already-parsed request (a direct invoke's event) -> a Reply.
+
+        `serialize=False` leaves the reply's text to be made on first use, for a caller that sends the body dict
+        itself (the Lambda handler's direct invokes); otherwise a body JSON cannot carry is a 500 here.
+        """
         try:
-            body = self.predict(request_inputs(request))
-            return Reply(200, body, json.dumps(body, allow_nan=False))
+            reply = Reply(200, self.predict(request_inputs(request)))
+            if serialize:
+                reply.text  # noqa: B018 (made now, inside the guard)
+            return reply
         except (BadRequest, RequestError) as exc:
             return self._rejected(exc, request_id)
         except Exception:  # the contract: never let a request escape as an unhandled exception
@@ -215,19 +233,29 @@ class Service:
 
     def predict(self, inputs: Any) -> dict[str, Any]:
         """Validated predictions for `inputs`; raises RequestError (a 400) for a request the model cannot serve."""
-        with self._borrow() as model:
+        model = self._borrow()
+        try:
             predictions = model.predict(inputs)
-        return {"model": self.model.name, "variant": self.model.manifest.variant, "predictions": predictions}
-
-    @contextmanager
-    def _borrow(self) -> Iterator[ServingModel]:
-        try:
-            model = self._pool.get(timeout=self.borrow_timeout_s)
-        except queue.Empty:
-            raise BadRequest("the server is busy; retry shortly", status=503, kind="Overloaded") from None
-        try:
-            yield model
         finally:
+            self._give_back(model)
+        return {"model": self._name, "variant": self._variant, "predictions": predictions}
+
+    def _borrow(self) -> ServingModel:
+        timeout = self.borrow_timeout_s
+        if self._lock is not None:
+            if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                return self.model
+        else:
+            try:
+                return self._pool.get(timeout=timeout)
+            except queue.Empty:
+                pass
+        raise BadRequest("the server is busy; retry shortly", status=503, kind="Overloaded")
+
+    def _give_back(self, model: ServingModel) -> None:
+        if self._lock is not None:
+            self._lock.release()
+        else:
             self._pool.put(model)
 
     def _rejected(self, exc: BadRequest | RequestError, request_id: str | None) -> Reply:
