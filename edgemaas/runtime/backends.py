@@ -120,10 +120,11 @@ class OnnxBackend:
             raise ModelLoadError(f"onnxruntime cannot load this model: {exc}") from exc
         self.inputs = [_onnx_spec(n) for n in self._session.get_inputs()]
         self.outputs = [_onnx_spec(n) for n in self._session.get_outputs()]
+        self._input_names = [spec.name for spec in self.inputs]
+        self._output_names = [spec.name for spec in self.outputs]  # named once: run(None) looks them up per call
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        named = {spec.name: feed for spec, feed in zip(self.inputs, feeds)}
-        return list(self._session.run(None, named))
+        return list(self._session.run(self._output_names, dict(zip(self._input_names, feeds))))
 
 
 def _onnx_spec(node: Any) -> TensorSpec:
