@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,11 @@ def test_every_server_in_the_workspace_is_measured(bench: tuple[BenchResult, lis
         else:  # not built: skipped with a note, not an error
             assert server.status == "skipped" and variant in server.note
     measured = [s for s in result.servers if s.measured]
-    assert {"tensorflow", "handler", "handler-bytecode", "floor-litert", "floor-ort"} <= {s.server for s in measured}
+    assert {"tensorflow", "handler", "floor-litert", "floor-ort"} <= {s.server for s in measured}
+    # Packages ship their bytecode, so the "what if it did" server (handler + .pyc) is not needed.
+    with zipfile.ZipFile(trained.build / "_bench" / "linear" / "lambda" / "function.zip") as archive:
+        assert any(n.endswith(".pyc") for n in archive.namelist())
+    assert result.server("linear", "handler-bytecode") is None
     for server in measured:
         assert server.cold_start_median_ms == statistics.median(server.cold_start_ms)
         assert server.warm.p50_ms <= server.warm.p99_ms and server.peak_rss_mb > 0
