@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import console, handle_errors, out, workspace
+from .common import console, handle_errors, workspace
 
 
 @click.command()
@@ -41,5 +41,5 @@ def bench(names: tuple[str, ...], cold_runs: int, warm_requests: int, out_dir: P
         result = run_bench(chosen, ws, cold_runs=cold_runs, warm_requests=warm_requests,
                            report=lambda message: spinner.update(message))
     written = write_results(result, out_dir or ws.dist / "bench")
-    out.print(readme_table(result), markup=False, highlight=False)
+    click.echo(readme_table(result))  # Markdown: never wrapped at the console width
     console.print("wrote " + ", ".join(str(p) for p in written))
