@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edgemaas.lambda_local import proc_memory_kb  # noqa: E402 (after the path set-up)
+
 WARMUP_SHARE = 0.10
 DISTINCT_BODIES = 64
 _SHOWN_ERRORS = 5
@@ -58,21 +60,6 @@ class LoadResult:
     peak_rss_mb: float  # VmHWM
     server_exit_code: int | None
     rss_samples: list[tuple[float, int, float]] = field(default_factory=list)  # (seconds, requests done, RSS MB)
-
-
-def proc_memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in kB; zeros once it is gone."""
-    rss = hwm = 0
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    hwm = int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return rss, hwm
 
 
 def start_server(model_dir: Path, log_path: Path, workers: int) -> tuple[subprocess.Popen, int]:

@@ -635,7 +635,7 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------- process
 
 
-def _proc_memory_kb(pid: int) -> tuple[int, int]:
+def proc_memory_kb(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in kB from /proc; zeros when unavailable (exited, non-Linux)."""
     rss = hwm = 0
     try:
@@ -687,7 +687,7 @@ class _Session:
 
     def rss_kb(self) -> int:
         """Current RSS; also tracks the high-water mark for 'Max Memory Used'."""
-        rss, hwm = _proc_memory_kb(self.proc.pid)
+        rss, hwm = proc_memory_kb(self.proc.pid)
         self.peak_kb = max(self.peak_kb, hwm, rss)
         return rss
 

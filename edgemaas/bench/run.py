@@ -92,7 +92,7 @@ def run_bench(names: list[str], ws: Workspace, *, cold_runs: int = 5, warm_reque
 
 
 def machine(load_before: tuple[float, ...], load_after: tuple[float, ...]) -> dict:
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "arch": platform.machine(), "os": platform.platform(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine(), "os": platform.platform(),
             "python": platform.python_version(), "load_average_before": round(load_before[0], 2),
             "load_average_after": round(load_after[0], 2)}
 
@@ -115,7 +115,8 @@ def _edgemaas_version() -> str:
     return __version__
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (for the machine line of a benchmark)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
