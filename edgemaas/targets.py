@@ -105,8 +105,9 @@ def mcu_variant(source: Source, ws: Workspace, variant: str | None = None) -> Pa
     return path
 
 
-def mobile_variants(source: Source, ws: Workspace, variant: str | None = None) -> tuple[list[Path], Path | None]:
-    """The TFLite files and the ONNX model (for `.ort`) a phone app ships."""
+def mobile_variants(source: Source, ws: Workspace, variant: str | None = None,
+                    platform: str = "android") -> tuple[list[Path], Path | None]:
+    """The TFLite files and the ONNX model (for `.ort`) a phone app ships on `platform` (android or ios)."""
     if source.imported is not None:
         fmt = _format_of(source.imported)
         return ([source.imported], None) if fmt == "tflite" else ([], source.imported)
@@ -116,16 +117,17 @@ def mobile_variants(source: Source, ws: Workspace, variant: str | None = None) -
     if variant and not tflite:
         chosen_variant(ws, source.name, variant)  # raises, listing what was built
     onnx = None
-    for candidate in _phone_onnx_candidates(ws, source.name):
+    for candidate in _phone_onnx_candidates(ws, source.name, platform):
         if (ws.variant_dir(source.name, candidate) / "manifest.json").exists():
             onnx = ws.variant_dir(source.name, candidate)
             break
     return tflite, onnx
 
 
-def _phone_onnx_candidates(ws: Workspace, name: str) -> list[str]:
-    """Static QDQ int8 when it passed the gate (NNAPI and Core ML take QDQ graphs whole; dynamic quantization's
-    ops they do not), else float32, else the gate's ONNX choice."""
+def _phone_onnx_candidates(ws: Workspace, name: str, platform: str) -> list[str]:
+    """Android: static QDQ int8 when it passed the gate (NNAPI takes a QDQ graph whole; dynamic quantization's ops it
+    does not), else float32. iOS: float32 (Core ML takes the float graph whole and few of the QDQ nodes: cnn 40/40
+    against 10/40). Then the gate's ONNX choice."""
     from .report import load_report
 
     try:
@@ -134,7 +136,8 @@ def _phone_onnx_candidates(ws: Workspace, name: str) -> list[str]:
         rows = []
     passed = {row["variant"] for row in rows if row.get("status") in ("passed", "chosen")}
     chosen = ((load_selection(ws.selection_file(name)) or {}).get("chosen") or {}).get("onnx")
-    return [v for v in ("onnx-qdq" if "onnx-qdq" in passed else None, "onnx-float32", chosen) if v]
+    qdq = "onnx-qdq" if platform == "android" and "onnx-qdq" in passed else None
+    return [v for v in (qdq, "onnx-float32", chosen) if v]
 
 
 def _format_of(directory: Path) -> str:
@@ -179,7 +182,7 @@ def package_other_targets(spec: Spec, ws: Workspace, smoke_event: dict[str, Any]
     for platform in ("android", "ios"):
         try:
             report(f"packaging for {platform}")
-            tflite, onnx = mobile_variants(source, ws)
+            tflite, onnx = mobile_variants(source, ws, platform=platform)
             mobile = package_mobile(platform, tflite, onnx, ws.dist / spec.name / platform)
             setattr(row, platform, _mobile_text(mobile))
             row.warnings += mobile.warnings

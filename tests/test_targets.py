@@ -60,9 +60,10 @@ def test_runtime_auto_measures_both_runtimes_and_records_why(trained: Workspace,
     assert "unchanged, reusing" in again.output
 
 
-@pytest.mark.parametrize("qdq_status, expected", [("passed", "onnx-qdq"), ("rejected", "onnx-float32")])
-def test_phones_get_static_qdq_when_it_passed_the_gate(trained: Workspace, tmp_path: Path, qdq_status: str,
-                                                       expected: str) -> None:
+@pytest.mark.parametrize("platform, qdq_status, expected", [
+    ("android", "passed", "onnx-qdq"), ("android", "rejected", "onnx-float32"), ("ios", "passed", "onnx-float32")])
+def test_android_gets_static_qdq_when_it_passed_the_gate_ios_float(trained: Workspace, tmp_path: Path, platform: str,
+                                                                    qdq_status: str, expected: str) -> None:
     from edgemaas.report import write_report
     from edgemaas.targets import Source, mobile_variants
 
@@ -73,6 +74,6 @@ def test_phones_get_static_qdq_when_it_passed_the_gate(trained: Workspace, tmp_p
     card["variants"].append({**next(r for r in card["variants"] if r["variant"] == "onnx-float32"),
                              "variant": "onnx-qdq", "status": qdq_status})
     write_report(card, ws.dist / "cnn" / "report")
-    tflite, onnx = mobile_variants(Source("cnn", None), ws)
+    tflite, onnx = mobile_variants(Source("cnn", None), ws, platform=platform)
     assert [p.name for p in tflite] == ["tflite-int8", "tflite-float16"]
     assert onnx is not None and onnx.name == expected

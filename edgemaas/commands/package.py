@@ -162,7 +162,7 @@ def _package_mobile(kind: str, source: Any, variant: str | None, report: Any) ->
     from ..targets import mobile_variants
 
     ws = workspace()
-    tflite, onnx = mobile_variants(source, ws, variant)
+    tflite, onnx = mobile_variants(source, ws, variant, kind)
     report(f"writing {kind} model files and code")
     result = package_mobile(kind, tflite, onnx, ws.dist / source.name / kind)
     _print_files(result.files)
