@@ -17,6 +17,7 @@ from .importing import import_model
 from .packaging.lambda_zip import LambdaPackage, package_lambda
 from .pipeline import chosen_variant, compress_spec, load_selection, resolve_spec
 from .spec import Spec
+from .units import human_size
 from .workspace import Workspace
 
 TARGETS = ("lambda", "edge", "mcu", "android", "ios")
@@ -170,13 +171,13 @@ def package_other_targets(spec: Spec, ws: Workspace, smoke_event: dict[str, Any]
         report("packaging for edge devices")
         variant_dir = serving_variant(source, ws)[0]
         bundle = package_edge(variant_dir, ws.dist / spec.name / "edge", ws.cache())
-        row.edge = f"{_size(bundle.bytes)}, predict {_edge_smoke(Path(bundle.tar_path), bundle.module, smoke_event)}"
+        row.edge = f"{human_size(bundle.bytes)}, predict {_edge_smoke(Path(bundle.tar_path), bundle.module, smoke_event)}"
     except UserError as exc:
         row.edge = f"refused: {exc}"
     try:
         report("writing TensorFlow Lite Micro sources")
         mcu = package_mcu(mcu_variant(source, ws), ws.dist / spec.name / "mcu")
-        row.mcu = f"{_size(mcu.model_bytes)} flash, ~{_size(mcu.arena_bytes)} arena, {len(mcu.ops)} ops"
+        row.mcu = f"{human_size(mcu.model_bytes)} flash, ~{human_size(mcu.arena_bytes)} arena, {len(mcu.ops)} ops"
     except UserError as exc:
         row.mcu = f"refused: {str(exc).splitlines()[0]}"
     for platform in ("android", "ios"):
@@ -225,6 +226,3 @@ def _mobile_text(mobile: Any) -> str:
             break
     return ", ".join(parts)
 
-
-def _size(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.1f} KB"

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..errors import UserError
 from ..packaging import lambda_zip
 from ..runtime.manifest import sha256_file
+from ..units import human_size
 from . import ROLE_NAME, Aws, function_name
 from .errors import error_code
 from .policy import ASSUME_ROLE_POLICY, execution_policy, log_policy_name
@@ -254,7 +255,7 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
             steps.append(Step("layer", request.layer_name, NO_OP, f"version {best['Version']} has this content"))
         else:
             why = "no version yet" if not versions else "the runtime changed since the latest version"
-            steps.append(Step("layer", request.layer_name, "publish", f"{why} ({_size(request.layer.size)})",
+            steps.append(Step("layer", request.layer_name, "publish", f"{why} ({human_size(request.layer.size)})",
                               {"marker": marker}))
 
     # The function, its code, configuration and tags.
@@ -264,14 +265,14 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
     code_changes = config_changes = False
     if function is None:
         steps.append(Step("function", name, "create",
-                          f"not deployed yet ({request.runtime}, {request.arch}, {_size(request.code.size)})"))
+                          f"not deployed yet ({request.runtime}, {request.arch}, {human_size(request.code.size)})"))
         code_changes = True
     else:
         have = function["Configuration"]
         if have.get("CodeSha256") != request.code.code_sha256 or have.get("Architectures", ["x86_64"]) != [
                 request.arch]:
             why = "the zip changed" if have.get("CodeSha256") != request.code.code_sha256 else "architecture changed"
-            steps.append(Step("function", name, "update", f"{why} ({_size(request.code.size)})"))
+            steps.append(Step("function", name, "update", f"{why} ({human_size(request.code.size)})"))
             code_changes = True
         else:
             steps.append(Step("function", name, NO_OP, "the deployed code has the same sha256"))
@@ -350,10 +351,6 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
         url = None
     steps.sort(key=lambda step: STEP_ORDER.index(step.resource))
     return Plan(request, aws.region, account, partition, role_arn, steps, layer_arn, version, url)
-
-
-def _size(size: int) -> str:
-    return f"{size / lambda_zip.MB:.1f} MB" if size >= lambda_zip.MB else f"{size / 1024:.1f} KB"
 
 
 # ---------------------------------------------------------------------------------------------------- execution

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+from ..units import human_size
 from .results import BenchResult, Goal, ServerResult
 
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
@@ -34,13 +35,7 @@ def ms(value: float | None) -> str:
 
 
 def size(n: int | None) -> str:
-    if not n:
-        return "–"
-    if n < 1 << 20:
-        return f"{n / 1024:.1f} KB"
-    if n < 1 << 30:
-        return f"{n / (1 << 20):.1f} MB"
-    return f"{n / (1 << 30):.2f} GB"
+    return human_size(n, missing="–")
 
 
 def _size_cell(server: ServerResult) -> str:

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from ..errors import UserError
+from ..units import human_size
 from ..workspace import Workspace
 
 # Wide enough for tables when output goes to a file or CI log (rich assumes 80 columns there).
@@ -67,7 +68,5 @@ def kb(size: int | None) -> str:
 
 
 def mb(size: int | None) -> str:
-    if not size:
-        return "-"
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.1f} KB"
+    return human_size(size)
 
