@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgemaas.bench import run_bench
     from edgemaas.bench.report import heading, ms, size
-    from edgemaas.packaging.lambda_zip import package_lambda
+    from edgemaas.packaging.awslambda.lambda_zip import package_lambda
     from edgemaas.pipeline import chosen_variant, compress_spec
     from edgemaas.spec import load_spec
     from edgemaas.workspace import Workspace

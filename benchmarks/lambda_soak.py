@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from edgemaas.errors import UserError
-    from edgemaas.packaging.lambda_zip import package_lambda
+    from edgemaas.packaging.awslambda.lambda_zip import package_lambda
     from edgemaas.pipeline import chosen_variant
     from edgemaas.workspace import Workspace
 

@@ -1,3 +1,3 @@
-from .cli import main
+from edgemaas.cli import main
 
 main()

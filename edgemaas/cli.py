@@ -12,9 +12,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from . import __version__
-from .commands import aws, bench, invoke, package
-from .commands.common import (
+from edgemaas import __version__
+from edgemaas.commands import aws, bench, invoke, package
+from edgemaas.commands.common import (
     console,
     handle_errors,
     kb,
@@ -23,7 +23,7 @@ from .commands.common import (
     status_printer,
     workspace,
 )
-from .errors import UserError
+from edgemaas.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -49,8 +49,8 @@ def train(specs: tuple[str, ...], force: bool) -> None:
     Example:
       edgemaas train models/cnn.yaml
     """
-    from .evaluation import format_metric
-    from .pipeline import ensure_trained
+    from edgemaas.compress.evaluation import format_metric
+    from edgemaas.pipeline import ensure_trained
 
     for spec in _specs(specs):
         manifest = ensure_trained(spec, workspace(), force, status_printer(spec.name))
@@ -83,8 +83,8 @@ def compress(targets: tuple[str, ...], calibration_data: Path | None, eval_data:
       edgemaas compress cnn
       edgemaas compress my_model.keras --calibration-data x.npy --eval-data test.npz
     """
-    from .pipeline import compress_file, compress_spec, resolve_spec
-    from .report import report_table
+    from edgemaas.pipeline import compress_file, compress_spec, resolve_spec
+    from edgemaas.compress.report import report_table
 
     ws = workspace()
     cards = []
@@ -119,7 +119,7 @@ def report(name: str) -> None:
     Example:
       edgemaas report cnn
     """
-    from .report import load_report, report_table
+    from edgemaas.compress.report import load_report, report_table
 
     directory = workspace().dist / name / "report"
     card = load_report(directory)
@@ -148,7 +148,7 @@ def build(specs: tuple[str, ...], force: bool) -> None:
         TimeElapsedColumn,
     )
 
-    from .pipeline import build_one
+    from edgemaas.pipeline import build_one
 
     loaded = _specs(specs)
     rows = []
@@ -219,7 +219,7 @@ def _spec_paths() -> list[Path]:
 
 
 def _specs(paths: tuple[str, ...]) -> list[Any]:
-    from .spec import load_spec
+    from edgemaas.spec import load_spec
 
     return [load_spec(p) for p in (paths or _spec_paths())]
 

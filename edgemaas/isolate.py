@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import StageFailed, UserError
+from edgemaas.errors import StageFailed, UserError
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float, log_path: Path | None = None) -> Any:

@@ -39,8 +39,8 @@ from importlib.machinery import all_suffixes
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .workspace import cache_root
+from edgemaas.errors import UserError
+from edgemaas.workspace import cache_root
 
 __all__ = ["InvokeResult", "LocalLambdaError", "invoke_local", "runtime_client_dir"]
 

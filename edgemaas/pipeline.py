@@ -14,17 +14,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import training
-from .compress import compress_model, save_report
-from .errors import StageFailed, UserError
-from .importing import import_root
-from .isolate import run_isolated
-from .packaging.lambda_zip import package_lambda
-from .passes import KERAS_ROOT
-from .runtime import Manifest, ModelLoadError, read_manifest
-from .runtime.manifest import intact
-from .spec import Spec, load_spec
-from .workspace import FLOAT_VARIANT, Workspace
+from edgemaas.train import training
+from edgemaas.compress.run import compress_model, save_report
+from edgemaas.errors import StageFailed, UserError
+from edgemaas.user_models.importing import import_root
+from edgemaas.isolate import run_isolated
+from edgemaas.packaging.awslambda.lambda_zip import package_lambda
+from edgemaas.compress.passes import KERAS_ROOT
+from edgemaas.runtime import Manifest, ModelLoadError, read_manifest
+from edgemaas.runtime.manifest import intact
+from edgemaas.spec import Spec, load_spec
+from edgemaas.workspace import FLOAT_VARIANT, Workspace
 
 Report = Callable[[str], None]
 
@@ -93,8 +93,8 @@ def compress_file(path: Path, ws: Workspace, name: str | None = None, labels: li
                   calibration_data: Path | None = None, eval_data: Path | None = None, spec: Spec | None = None,
                   force: bool = False, report: Report = _quiet, trust_code: bool = False) -> dict[str, Any]:
     """Compress a model file the user brings, with their calibration and eval data (or a spec's dataset)."""
-    from .spec import CompressSection, GateSection
-    from .userdata import dataset_for_model
+    from edgemaas.spec import CompressSection, GateSection
+    from edgemaas.user_models.userdata import dataset_for_model
 
     report("reading the model")
     root, manifest = import_root(path, ws, name, labels, trust_code=trust_code or bool(spec and spec.model.trust_code))
@@ -183,7 +183,7 @@ class BuildRow:
 
 
 def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> BuildRow:
-    from .lambda_local import invoke_local
+    from edgemaas.lambda_local import invoke_local
 
     row = BuildRow(spec.name)
     try:
@@ -192,7 +192,7 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
         row.chosen = card["gate"]["chosen"]
         row.fallback = card["gate"]["fallback"]
         by_name = {r["variant"]: r for r in card["variants"]}
-        from .targets import Source, serving_variant
+        from edgemaas.targets import Source, serving_variant
 
         shipped = serving_variant(Source(spec.name, spec), ws, report=report)[0].name
         for variant in ("tflite-float32", shipped):
@@ -208,7 +208,7 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _
             row.invoke = "image: build it with docker (no local invoke)"
             return row
         row.zip_bytes, row.warnings = package.zipped_bytes, package.warnings
-        from .targets import package_other_targets
+        from edgemaas.targets import package_other_targets
 
         row.targets = package_other_targets(spec, ws, smoke_event(ws, spec.name), report)
         report("invoking locally through awslambdaric")

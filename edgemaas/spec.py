@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import UserError
+from edgemaas.errors import UserError
 
 # Every variant `compress` can make, in the order it makes them. Intermediate Keras models (pruned, clustered,
 # quantization-aware) are made on the way when a variant needs them.

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UserError
-from .importing import import_model
-from .packaging.lambda_zip import LambdaPackage, package_lambda
-from .pipeline import chosen_variant, compress_spec, load_selection, resolve_spec
-from .spec import Spec
-from .units import human_size
-from .workspace import Workspace
+from edgemaas.errors import UserError
+from edgemaas.user_models.importing import import_model
+from edgemaas.packaging.awslambda.lambda_zip import LambdaPackage, package_lambda
+from edgemaas.pipeline import chosen_variant, compress_spec, load_selection, resolve_spec
+from edgemaas.spec import Spec
+from edgemaas.units import human_size
+from edgemaas.workspace import Workspace
 
 TARGETS = ("lambda", "edge", "mcu", "android", "ios")
 RUNTIMES = ("tflite", "onnx", "auto")
@@ -64,7 +64,7 @@ def serving_variant(source: Source, ws: Workspace, variant: str | None = None, r
     variant = variant or source.spec.package.variant
     if variant or runtime != "auto":
         return chosen_variant(ws, source.name, variant, "tflite" if runtime == "auto" else runtime), None
-    from .runtime_choice import choose_runtime
+    from edgemaas.packaging.runtime_choice import choose_runtime
 
     chosen = (load_selection(ws.selection_file(source.name)) or {}).get("chosen") or {}
     candidates = {fmt: ws.variant_dir(source.name, v) for fmt, v in chosen.items()
@@ -129,7 +129,7 @@ def _phone_onnx_candidates(ws: Workspace, name: str, platform: str) -> list[str]
     """Android: static QDQ int8 when it passed the gate (NNAPI takes a QDQ graph whole; dynamic quantization's ops it
     does not), else float32. iOS: float32 (Core ML takes the float graph whole and few of the QDQ nodes: cnn 40/40
     against 10/40). Then the gate's ONNX choice."""
-    from .report import load_report
+    from edgemaas.compress.report import load_report
 
     try:
         rows = load_report(ws.dist / name / "report")["variants"]
@@ -142,7 +142,7 @@ def _phone_onnx_candidates(ws: Workspace, name: str, platform: str) -> list[str]
 
 
 def _format_of(directory: Path) -> str:
-    from .runtime import read_manifest
+    from edgemaas.runtime import read_manifest
 
     return read_manifest(directory).model.format
 
@@ -162,9 +162,9 @@ def package_other_targets(spec: Spec, ws: Workspace, smoke_event: dict[str, Any]
                           report: Report = _quiet) -> TargetsRow:
     """The edge bundle (smoke-tested with its own `predict`), the MCU sources and the phone packages of a built spec.
     A target that refuses the model says why in its cell; the others still get made."""
-    from .packaging.edge import package_edge
-    from .packaging.mcu import package_mcu
-    from .packaging.mobile import package_mobile
+    from edgemaas.packaging.edge.bundle import package_edge
+    from edgemaas.packaging.mcu.sources import package_mcu
+    from edgemaas.packaging.mobile.phones import package_mobile
 
     row, source = TargetsRow(), Source(spec.name, spec)
     try:

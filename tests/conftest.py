@@ -41,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, specs: dict[str, Spec]) ->
 
 @pytest.fixture(scope="session")
 def packaged_cnn(trained: Workspace, specs: dict[str, Spec]) -> Path:
-    from edgemaas.packaging.lambda_zip import package_lambda
+    from edgemaas.packaging.awslambda.lambda_zip import package_lambda
     from edgemaas.pipeline import chosen_variant
 
     package = package_lambda(chosen_variant(trained, "cnn"), trained.lambda_dir("cnn"), trained.cache())

@@ -22,8 +22,8 @@ import pytest
 
 from edgemaas.errors import UserError
 from edgemaas.lambda_local import invoke_local
-from edgemaas.packaging.edge import package_edge
-from edgemaas.packaging.lambda_zip import package_lambda
+from edgemaas.packaging.edge.bundle import package_edge
+from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 from edgemaas.pipeline import chosen_variant
 from edgemaas.runtime import ModelLoadError, load_model
 from edgemaas.runtime.manifest import MANIFEST_NAME

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgemaas import compress as compressing
+from edgemaas.compress import run as compressing
 from edgemaas.cli import cli
-from edgemaas.passes import KERAS_ROOT, Variant
+from edgemaas.compress.passes import KERAS_ROOT, Variant
 from edgemaas.pipeline import compress_file, compress_spec
-from edgemaas.report import REPORT_MD, load_report
+from edgemaas.compress.report import REPORT_MD, load_report
 from edgemaas.spec import DEFAULT_VARIANTS, GateSection, Spec
 from edgemaas.workspace import Workspace
 from tests.test_importing import tiny_onnx

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from edgemaas.aws import ROLE_NAME
 from edgemaas.aws import deploy as deploy_module
 from edgemaas.cli import cli
-from edgemaas.packaging.lambda_zip import write_deterministic_zip
+from edgemaas.packaging.awslambda.lambda_zip import write_deterministic_zip
 from edgemaas.runtime.manifest import sha256_file
 from tests.aws_fixtures import MotoServer, moto_server  # noqa: F401 (a fixture)
 

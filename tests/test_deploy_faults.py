@@ -31,7 +31,7 @@ from edgemaas.aws.policy import (
 from edgemaas.cli import cli
 from edgemaas.commands.aws import RERUN_DEPLOY
 from edgemaas.commands.aws import deploy_policy as deploy_policy_command
-from edgemaas.packaging.serverless import render_sam, render_serverless
+from edgemaas.packaging.awslambda.serverless import render_sam, render_serverless
 from tests.aws_fixtures import ACCOUNT, REGION, FaultProxy, MotoServer, fault_proxy, moto_server  # noqa: F401
 from tests.test_deploy import FUNCTION, write_package
 from tests.test_serverless import builtin, cfn_lint, mixed, sam_load

@@ -31,8 +31,8 @@ import pytest
 import yaml
 
 from edgemaas.errors import UserError
-from edgemaas.evaluation import metrics
-from edgemaas.packaging.edge import FIXED_MTIME, EdgeBundle, package_edge
+from edgemaas.compress.evaluation import metrics
+from edgemaas.packaging.edge.bundle import FIXED_MTIME, EdgeBundle, package_edge
 from edgemaas.pipeline import chosen_variant
 from edgemaas.runtime import load_model, read_manifest
 from edgemaas.runtime.service import Service

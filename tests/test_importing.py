@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgemaas.errors import UserError
-from edgemaas.importing import detect_format, import_model
+from edgemaas.user_models.importing import detect_format, import_model
 from edgemaas.lambda_local import invoke_local
 from edgemaas.targets import package_for_lambda
 from edgemaas.runtime import load_model

@@ -20,9 +20,9 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
 from edgemaas.errors import UserError
-from edgemaas.packaging.mcu import McuPackage, c_camel, c_identifier, package_mcu
-from edgemaas.packaging.tflite_graph import builtin_operator_names, buffer_offsets, read_graph
-from edgemaas.packaging.tflm_ops import AVOID, TFLM_BUILTIN_OPS, TFLM_CUSTOM_OPS
+from edgemaas.packaging.mcu.sources import McuPackage, c_camel, c_identifier, package_mcu
+from edgemaas.packaging.mcu.tflite_graph import builtin_operator_names, buffer_offsets, read_graph
+from edgemaas.packaging.mcu.tflm_ops import AVOID, TFLM_BUILTIN_OPS, TFLM_CUSTOM_OPS
 from edgemaas.runtime import load_model, read_manifest
 from edgemaas.runtime.manifest import sha256_bytes
 from edgemaas.workspace import Workspace

@@ -19,7 +19,7 @@ from onnxruntime.tools import onnx_model_utils
 from onnxruntime.tools.mobile_helpers import usability_checker
 
 from edgemaas.errors import UserError
-from edgemaas.packaging.mobile import RECORD_NAME, MobilePackage, package_mobile
+from edgemaas.packaging.mobile.phones import RECORD_NAME, MobilePackage, package_mobile
 from edgemaas.runtime import load_model, read_manifest
 from edgemaas.runtime.manifest import sha256_file
 from edgemaas.workspace import Workspace
@@ -303,7 +303,7 @@ def test_a_model_the_tools_cannot_convert(trained: Workspace, tmp_path: Path) ->
 
 def test_a_model_file_you_bring(trained: Workspace, tmp_path: Path) -> None:
     """A brought .tflite or .onnx has one side: it is packaged, and the notes say what a brought file cannot give."""
-    from edgemaas.importing import import_model
+    from edgemaas.user_models.importing import import_model
 
     ws = Workspace(tmp_path / "ws")
     digits = tmp_path / "digits.tflite"
@@ -339,7 +339,7 @@ def _onnx_variant(source: Path, directory: Path, make) -> Path:
 
 
 def test_dynamic_quantization_is_flagged_for_phone_accelerators(trained: Workspace, tmp_path: Path) -> None:
-    from edgemaas.passes.onnx_passes import quantize_dynamic
+    from edgemaas.compress.passes.onnx_passes import quantize_dynamic
 
     source = trained.variant_dir("cnn", "onnx-float32")
     dynamic = _onnx_variant(source, tmp_path / "onnx-dynamic",
@@ -356,7 +356,7 @@ def test_a_qdq_ort_that_cannot_replay_its_saved_optimizations(trained: Workspace
     """onnxruntime 1.32 converts nlp's static-QDQ graph to .ort but cannot load it with the saved optimizations
     replayed ("Not enough produced nodes in the runtime optimization record"). The package says so, and the
     metadata and snippet load it without the replay, which works and matches the QDQ .onnx."""
-    from edgemaas.passes.onnx_passes import quantize_static
+    from edgemaas.compress.passes.onnx_passes import quantize_static
 
     source = trained.variant_dir("nlp", "onnx-float32")
     float_model = load_model(source)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from edgemaas.cli import cli
 from edgemaas.isolate import run_isolated
-from edgemaas.model_safety import code_layers
+from edgemaas.user_models.model_safety import code_layers
 
 
 def _save_models_with_code(directory: str, marker: str) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from edgemaas.errors import StageFailed
 from edgemaas.isolate import run_isolated
-from edgemaas.passes import onnx_passes as passes
+from edgemaas.compress.passes import onnx_passes as passes
 
 MODELS = ("cnn", "text", "regression")
 

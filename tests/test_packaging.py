@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgemaas.errors import UserError
-from edgemaas.packaging import dependencies, lambda_zip
-from edgemaas.packaging.lambda_zip import package_lambda
+from edgemaas.packaging.common import dependencies
+from edgemaas.packaging.awslambda import lambda_zip
+from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 from edgemaas.runtime.manifest import sha256_file
 from edgemaas.workspace import Workspace
 
@@ -71,7 +72,7 @@ def test_arm64_and_python_312_wheels(trained: Workspace, tmp_path: Path) -> None
     assert extensions and all("cpython-312-aarch64" in n for n in extensions)
     assert not [w for w in package.warnings if "glibc" in w]  # Amazon Linux 2023's glibc is new enough
     # Bytecode is made by the target Python: without a Python 3.12 here, the package says so and ships none.
-    from edgemaas.packaging.bytecode import target_python
+    from edgemaas.packaging.awslambda.bytecode import target_python
 
     with zipfile.ZipFile(package.zip_path) as archive:
         pycs = [n for n in archive.namelist() if n.endswith(".pyc")]
@@ -200,7 +201,7 @@ def test_image_layout_writes_a_complete_build_context(trained: Workspace, tmp_pa
     import subprocess
     import sys
 
-    from edgemaas.packaging.image import missing_copy_sources
+    from edgemaas.packaging.awslambda.image import missing_copy_sources
 
     package = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "lambda", trained.cache(),
                              python_version="3.12", arch="arm64", layout="image")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from edgemaas import report as rep
-from edgemaas.report import (ReportNotFoundError, format_drop, format_latency, format_metric_value, format_ratio,
+from edgemaas.compress import report as rep
+from edgemaas.compress.report import (ReportNotFoundError, format_drop, format_latency, format_metric_value, format_ratio,
                              format_size, gate_threshold, load_report, render_markdown, report_table, write_report)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

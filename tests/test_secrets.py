@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgemaas.errors import UserError
-from edgemaas.packaging.lambda_zip import package_lambda
-from edgemaas.packaging.secrets import check_no_secrets, secret_reason
+from edgemaas.packaging.awslambda.lambda_zip import package_lambda
+from edgemaas.packaging.common.secrets import check_no_secrets, secret_reason
 from edgemaas.runtime import read_manifest
 from edgemaas.workspace import Workspace
 
@@ -80,7 +80,7 @@ def test_lambda_package_refuses_a_model_file_named_like_a_key(trained: Workspace
 
 
 def test_edge_bundle_refuses_a_manifest_carrying_a_key(trained: Workspace, tmp_path: Path) -> None:
-    from edgemaas.packaging.edge import package_edge
+    from edgemaas.packaging.edge.bundle import package_edge
 
     variant = tmp_path / "variant"
     shutil.copytree(trained.variant_dir("cnn", "tflite-int8"), variant)

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from edgemaas.errors import UserError
-from edgemaas.packaging import serverless
-from edgemaas.packaging.serverless import (builtin_records, link_artifacts, load_records, logical_id, main,
+from edgemaas.packaging.awslambda import serverless
+from edgemaas.packaging.awslambda.serverless import (builtin_records, link_artifacts, load_records, logical_id, main,
                                            render_sam, render_serverless, serverless_name, write_atomic)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ SERVERLESS_BIN = REPO / "node_modules" / ".bin" / "serverless"
 AWS_SDK = REPO / "node_modules" / "aws-sdk"
 NPM_HINT = "run `npm ci` in the repository (./dev.sh test does it)"
 BUILTIN = {"linear": "tflite-float32", "cnn": "tflite-int8", "rnn": "tflite-float32", "nlp": "tflite-float32"}
-REGENERATE = "python -m edgemaas.packaging.serverless --builtin --serverless serverless.yml"
+REGENERATE = "python -m edgemaas.packaging.awslambda.serverless --builtin --serverless serverless.yml"
 
 
 def record(name: str, root: Path, python_version: str = "3.12", arch: str = "x86_64", layout: str = "layer",
@@ -309,7 +309,7 @@ def test_main_writes_both_files_and_links(tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["cnn", "nlp", "--serverless", "serverless.yml", "--sam", "template.yaml", "--function-url"]) == 0
     config = sls_load(Path("serverless.yml").read_text())
     assert sorted(config["functions"]) == ["cnn", "nlp"] and config["functions"]["cnn"]["url"] is True
-    regenerate = "python -m edgemaas.packaging.serverless cnn nlp --serverless serverless.yml --sam template.yaml " \
+    regenerate = "python -m edgemaas.packaging.awslambda.serverless cnn nlp --serverless serverless.yml --sam template.yaml " \
                  "--function-url"
     assert regenerate in Path("serverless.yml").read_text() and regenerate in Path("template.yaml").read_text()
     resources = sam_load(Path("template.yaml").read_text())["Resources"]
@@ -325,7 +325,7 @@ def test_main_writes_both_files_and_links(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_committed_serverless_yml_is_the_rendered_service() -> None:
     """serverless.yml at the repository root never drifts from templates/serverless.yml.j2. To regenerate it:
-    `python -m edgemaas.packaging.serverless --builtin --serverless serverless.yml` at the repository root."""
+    `python -m edgemaas.packaging.awslambda.serverless --builtin --serverless serverless.yml` at the repository root."""
     expected = render_serverless(builtin(REPO), base_dir=REPO, command=REGENERATE)
     assert (REPO / "serverless.yml").read_text() == expected, f"serverless.yml is stale: run `{REGENERATE}`"
     assert render_serverless(builtin_records(REPO), base_dir=REPO, command=REGENERATE) == expected

@@ -64,7 +64,7 @@ def test_runtime_auto_measures_both_runtimes_and_records_why(trained: Workspace,
     ("android", "passed", "onnx-qdq"), ("android", "rejected", "onnx-float32"), ("ios", "passed", "onnx-float32")])
 def test_android_gets_static_qdq_when_it_passed_the_gate_ios_float(trained: Workspace, tmp_path: Path, platform: str,
                                                                     qdq_status: str, expected: str) -> None:
-    from edgemaas.report import write_report
+    from edgemaas.compress.report import write_report
     from edgemaas.targets import Source, mobile_variants
 
     ws = Workspace(tmp_path)

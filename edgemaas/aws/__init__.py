@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..errors import UserError
+from edgemaas.errors import UserError
 
 FUNCTION_PREFIX = "edgemaas-"
 ROLE_NAME = "edgemaas-lambda-role"
@@ -38,7 +38,7 @@ class Aws:
         """A client whose every call (waiters and paginators included) retries what waiting fixes (`retries`)."""
         from botocore.config import Config
 
-        from .retries import install
+        from edgemaas.aws.retries import install
 
         config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=70)
         return install(self.session.client(service, region_name=self.region, config=config))
@@ -49,7 +49,7 @@ def connect(profile: str | None = None, region: str | None = None) -> Aws:
     import boto3
     from botocore.exceptions import BotoCoreError
 
-    from .errors import NO_CREDENTIALS, NO_REGION, translate
+    from edgemaas.aws.errors import NO_CREDENTIALS, NO_REGION, translate
 
     try:
         session = boto3.Session(profile_name=profile, region_name=region)
@@ -69,7 +69,7 @@ def aws_errors(rerun: str | None = None) -> Iterator[None]:
     a failed command stopped (default: run the same command again)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .errors import RERUN, translate
+    from edgemaas.aws.errors import RERUN, translate
 
     try:
         yield

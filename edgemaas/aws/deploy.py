@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UserError
-from ..packaging import lambda_zip
-from ..runtime.manifest import sha256_file
-from ..units import human_size
-from . import ROLE_NAME, Aws, function_name
-from .errors import error_code
-from .policy import ASSUME_ROLE_POLICY, execution_policy, log_policy_name
+from edgemaas.errors import UserError
+from edgemaas.packaging.awslambda import lambda_zip
+from edgemaas.runtime.manifest import sha256_file
+from edgemaas.units import human_size
+from edgemaas.aws import ROLE_NAME, Aws, function_name
+from edgemaas.aws.errors import error_code
+from edgemaas.aws.policy import ASSUME_ROLE_POLICY, execution_policy, log_policy_name
 
 DIRECT_UPLOAD_LIMIT = lambda_zip.DIRECT_UPLOAD_LIMIT  # larger zips go through S3
 URL_PERMISSION_SID = "edgemaas-function-url-public"

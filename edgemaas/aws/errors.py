@@ -18,9 +18,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from ..errors import UserError
-from . import retries
-from .retries import CONFLICT, THROTTLED
+from edgemaas.errors import UserError
+from edgemaas.aws import retries
+from edgemaas.aws.retries import CONFLICT, THROTTLED
 
 T = TypeVar("T")
 
@@ -123,7 +123,7 @@ def refused_action(exc: ClientError) -> str:
 
 def access_denied(exc: ClientError) -> UserError:
     """Which action was refused, to whom, and the statement of the minimal deploy policy that allows it."""
-    from .policy import deploy_policy, statement_for
+    from edgemaas.aws.policy import deploy_policy, statement_for
 
     action = refused_action(exc)
     operation = getattr(exc, "operation_name", "") or "?"

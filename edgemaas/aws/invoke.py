@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator
 
 from botocore.exceptions import ClientError
 
-from ..errors import UserError
-from . import Aws
-from .errors import error_code, retryable, translate, with_retries
+from edgemaas.errors import UserError
+from edgemaas.aws import Aws
+from edgemaas.aws.errors import error_code, retryable, translate, with_retries
 
 RETRY_BASE_DELAY = 0.5  # seconds; doubled on each retry (with jitter)
 

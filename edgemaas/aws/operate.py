@@ -7,10 +7,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import UserError
-from . import ROLE_NAME, Aws
-from .errors import error_code
-from .policy import LOG_POLICY_PREFIX, log_policy_name
+from edgemaas.errors import UserError
+from edgemaas.aws import ROLE_NAME, Aws
+from edgemaas.aws.errors import error_code
+from edgemaas.aws.policy import LOG_POLICY_PREFIX, log_policy_name
 
 
 @dataclass

@@ -16,7 +16,7 @@ import copy
 import json
 from typing import Any, Iterator
 
-from . import FUNCTION_PREFIX, ROLE_NAME
+from edgemaas.aws import FUNCTION_PREFIX, ROLE_NAME
 
 VERSION = "2012-10-17"
 LOG_POLICY_PREFIX = "edgemaas-logs-"
@@ -59,7 +59,7 @@ def deploy_policy(account: str = "*", region: str = "*", partition: str = "aws",
 
     `bucket` is where zips over the direct-upload limit (or --s3-bucket) go: default, the bucket deploy makes
     (edgemaas-artifacts-<account>-<region>). `operate` adds what status, rollback, destroy and invoke call."""
-    from .deploy import default_bucket  # deploy imports this module
+    from edgemaas.aws.deploy import default_bucket  # deploy imports this module
 
     functions = f"arn:{partition}:lambda:{region}:{account}:function:{function_prefix}*"
     layers = f"arn:{partition}:lambda:{region}:{account}:layer:{FUNCTION_PREFIX}*"  # packaging names them so

@@ -6,10 +6,10 @@ memory, size), the goals evaluated from the same run's ratios, and the results a
     print(readme_table(result))
 """
 
-from .goals import evaluate_goals
-from .report import load_results, markdown_report, readme_table, write_results
-from .results import BenchResult, Goal, ServerResult, Stats
-from .run import run_bench
+from edgemaas.bench.goals import evaluate_goals
+from edgemaas.bench.report import load_results, markdown_report, readme_table, write_results
+from edgemaas.bench.results import BenchResult, Goal, ServerResult, Stats
+from edgemaas.bench.run import run_bench
 
 __all__ = ["BenchResult", "Goal", "ServerResult", "Stats", "evaluate_goals", "load_results", "markdown_report",
            "readme_table", "run_bench", "write_results"]

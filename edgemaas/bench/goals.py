@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .results import BenchResult, Goal, ServerResult
+from edgemaas.bench.results import BenchResult, Goal, ServerResult
 
 # int8 variant -> its float32 counterpart on the same runtime
 INT8_PAIRS = {"litert-dynamic": "litert-float32", "litert-int8": "litert-float32",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import StageFailed, UserError
-from ..isolate import run_isolated
+from edgemaas.errors import StageFailed, UserError
+from edgemaas.isolate import run_isolated
 
 SHAPE = [1, 4]
 
@@ -34,7 +34,7 @@ def identity_model(model_format: str, cache: Path) -> Path:
 
 
 def write_identity_tflite(path: str) -> None:
-    from ..tf import tensorflow
+    from edgemaas.tf import tensorflow
 
     tf = tensorflow()
     function = tf.function(lambda x: tf.identity(x)).get_concrete_function(tf.TensorSpec(SHAPE, tf.float32))

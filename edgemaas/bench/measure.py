@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .results import ServerResult, Stats
-from .servers import Server
-from .worker import MARKER
+from edgemaas.bench.results import ServerResult, Stats
+from edgemaas.bench.servers import Server
+from edgemaas.bench.worker import MARKER
 
 WORKER = Path(__file__).with_name("worker.py")
 TIMEOUT_S = 900

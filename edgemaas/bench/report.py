@@ -11,8 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
-from ..units import human_size
-from .results import BenchResult, Goal, ServerResult
+from edgemaas.units import human_size
+from edgemaas.bench.results import BenchResult, Goal, ServerResult
 
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
 PLOTS = {"cold_start": "cold_start.png", "warm_latency": "warm_latency.png", "memory": "memory.png"}

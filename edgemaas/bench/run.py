@@ -13,12 +13,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Collection
 
-from ..errors import UserError
-from ..workspace import Workspace
-from .goals import evaluate_goals
-from .measure import WorkerFailed, run_once, summarize, throughput
-from .results import BenchResult
-from .servers import plan_servers
+from edgemaas.errors import UserError
+from edgemaas.workspace import Workspace
+from edgemaas.bench.goals import evaluate_goals
+from edgemaas.bench.measure import WorkerFailed, run_once, summarize, throughput
+from edgemaas.bench.results import BenchResult
+from edgemaas.bench.servers import plan_servers
 
 VERSIONS = ("numpy", "ai-edge-litert", "onnxruntime", "tensorflow", "tf-keras")
 WARMUP = 10  # uncounted requests before the warm samples: first-call allocations are not steady state
@@ -110,7 +110,7 @@ def versions() -> dict[str, str]:
 
 
 def _edgemaas_version() -> str:
-    from .. import __version__
+    from edgemaas import __version__
 
     return __version__
 

@@ -24,16 +24,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UserError
-from ..lambda_local import _extract_zip
-from ..packaging import dependencies
-from ..packaging.lambda_zip import default_python_version, package_lambda
-from ..pipeline import chosen_variant, smoke_event
-from ..runtime import Manifest, read_manifest
-from ..runtime.processing import InputProcessor
-from ..workspace import FLOAT_VARIANT, Workspace
-from .identity import SHAPE, identity_model
-from .results import ServerResult
+from edgemaas.errors import UserError
+from edgemaas.lambda_local import _extract_zip
+from edgemaas.packaging.common import dependencies
+from edgemaas.packaging.awslambda.lambda_zip import default_python_version, package_lambda
+from edgemaas.pipeline import chosen_variant, smoke_event
+from edgemaas.runtime import Manifest, read_manifest
+from edgemaas.runtime.processing import InputProcessor
+from edgemaas.workspace import FLOAT_VARIANT, Workspace
+from edgemaas.bench.identity import SHAPE, identity_model
+from edgemaas.bench.results import ServerResult
 
 # (server id, label, variant) in table order: the servers.
 VARIANT_SERVERS = (

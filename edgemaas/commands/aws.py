@@ -9,12 +9,12 @@ from typing import Any, Callable
 import click
 from rich.table import Table
 
-from .common import console, handle_errors, mb, out, read_event, workspace
+from edgemaas.commands.common import console, handle_errors, mb, out, read_event, workspace
 
 
 def _remote_function(target: str, override: str | None) -> str:
     """The Lambda function for TARGET: --function-name, edgemaas-<model> of a package path, or of a model name."""
-    from ..aws import FUNCTION_PREFIX, function_name
+    from edgemaas.aws import FUNCTION_PREFIX, function_name
 
     if override:
         return override
@@ -22,7 +22,7 @@ def _remote_function(target: str, override: str | None) -> str:
         return target
     path = Path(target)
     if path.exists():
-        from ..aws.deploy import find_record
+        from edgemaas.aws.deploy import find_record
 
         record = json.loads(find_record(target, workspace().dist).read_text())
         return function_name(record["model"])
@@ -32,9 +32,9 @@ def _remote_function(target: str, override: str | None) -> str:
 def invoke_remote(target: str, data: str | None, data_file: str | None, stage: str, function_override: str | None,
                    region: str | None, profile: str | None, logs: bool, batch_file: Path | None,
                    output_file: Path | None, concurrency: int) -> None:
-    from ..aws import aws_errors, connect
-    from ..aws.invoke import check_deployed, invoke_client
-    from ..aws.invoke import invoke as invoke_remote
+    from edgemaas.aws import aws_errors, connect
+    from edgemaas.aws.invoke import check_deployed, invoke_client
+    from edgemaas.aws.invoke import invoke as invoke_remote
 
     if batch_file and (data is not None or data_file is not None):
         raise click.UsageError("give the events with --batch, or one event with --data / --data-file, not both")
@@ -71,7 +71,7 @@ def _run_batch(client: Any, function: str, stage: str, source: Path, output: Pat
         TimeElapsedColumn,
     )
 
-    from ..aws.invoke import run_batch
+    from edgemaas.aws.invoke import run_batch
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields["
                   "failed]} failed"), TimeElapsedColumn(), console=console) as progress:
@@ -146,8 +146,8 @@ def deploy(target: str, stage: str, function_name: str | None, region: str | Non
       edgemaas deploy nlp --stage prod --region eu-west-1 --memory 1024 --auth NONE
       edgemaas deploy cnn --dry-run
     """
-    from ..aws import aws_errors, connect
-    from ..aws.deploy import changes, execute, load_request, plan
+    from edgemaas.aws import aws_errors, connect
+    from edgemaas.aws.deploy import changes, execute, load_request, plan
 
     request = load_request(target, workspace().dist, stage, function_name, memory_mb, timeout_s, s3_bucket, url,
                            auth, log_level)
@@ -216,9 +216,9 @@ def deploy_policy(account: str, region: str, partition: str, s3_bucket: str | No
     """
     import re
 
-    from ..aws.policy import deploy_policy as make_policy
-    from ..aws.policy import render
-    from ..errors import UserError
+    from edgemaas.aws.policy import deploy_policy as make_policy
+    from edgemaas.aws.policy import render
+    from edgemaas.errors import UserError
 
     if account != "*" and not re.fullmatch(r"\d{12}", account):
         raise UserError(f"--account {account!r}: an AWS account id is 12 digits")
@@ -252,8 +252,8 @@ def status(target: str, function_name: str | None, region: str | None, profile: 
       edgemaas status cnn
       edgemaas status nlp --region eu-west-1
     """
-    from ..aws import aws_errors, connect
-    from ..aws.operate import status as get_status
+    from edgemaas.aws import aws_errors, connect
+    from edgemaas.aws.operate import status as get_status
 
     function = _remote_function(target, function_name)
     with aws_errors():
@@ -296,8 +296,8 @@ def rollback(target: str, stage: str, to: str, function_name: str | None, region
       edgemaas rollback cnn --stage dev --to previous
       edgemaas rollback cnn --stage prod --to 3
     """
-    from ..aws import aws_errors, connect
-    from ..aws.operate import rollback as do_rollback
+    from edgemaas.aws import aws_errors, connect
+    from edgemaas.aws.operate import rollback as do_rollback
 
     function = _remote_function(target, function_name)
     with aws_errors():
@@ -326,9 +326,9 @@ def destroy(target: str, yes: bool, everything: bool, function_name: str | None,
       edgemaas destroy cnn
       edgemaas destroy cnn --yes --all
     """
-    from ..aws import aws_errors, connect
-    from ..aws.operate import _get_function
-    from ..aws.operate import destroy as do_destroy
+    from edgemaas.aws import aws_errors, connect
+    from edgemaas.aws.operate import _get_function
+    from edgemaas.aws.operate import destroy as do_destroy
 
     function = _remote_function(target, function_name)
     with aws_errors():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError
-from .common import console, handle_errors, workspace
+from edgemaas.errors import UserError
+from edgemaas.commands.common import console, handle_errors, workspace
 
 
 @click.command()
@@ -31,7 +31,7 @@ def bench(names: tuple[str, ...], cold_runs: int, warm_requests: int, out_dir: P
       edgemaas bench
       edgemaas bench cnn --cold-runs 3 --warm-requests 200
     """
-    from ..bench import readme_table, run_bench, write_results
+    from edgemaas.bench import readme_table, run_bench, write_results
 
     ws = workspace()
     chosen = list(names) or sorted(p.parent.name for p in ws.build.glob("*/selection.json"))

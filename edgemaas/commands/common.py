@@ -11,9 +11,9 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 
-from ..errors import UserError
-from ..units import human_size
-from ..workspace import Workspace
+from edgemaas.errors import UserError
+from edgemaas.units import human_size
+from edgemaas.workspace import Workspace
 
 # Wide enough for tables when output goes to a file or CI log (rich assumes 80 columns there).
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)

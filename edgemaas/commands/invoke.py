@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ..errors import UserError
-from .common import console, handle_errors, out, read_event, workspace
+from edgemaas.errors import UserError
+from edgemaas.commands.common import console, handle_errors, out, read_event, workspace
 
 
 @click.command()
@@ -54,10 +54,10 @@ def invoke(target: str, local: bool, data: str | None, data_file: str | None, me
       edgemaas invoke nlp --stage dev --data '{"inputs": ["turn on the lights"]}' --logs
       edgemaas invoke nlp --batch requests.jsonl --output answers.jsonl --concurrency 16
     """
-    from ..lambda_local import invoke_local
+    from edgemaas.lambda_local import invoke_local
 
     if not local:
-        from .aws import invoke_remote
+        from edgemaas.commands.aws import invoke_remote
 
         invoke_remote(target, data, data_file, stage, function_name, region, profile, logs, batch_file,
                        output_file, concurrency)

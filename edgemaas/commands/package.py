@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ..errors import UserError
-from .common import console, handle_errors, mb, status_printer, workspace
+from edgemaas.errors import UserError
+from edgemaas.commands.common import console, handle_errors, mb, status_printer, workspace
 
 LAMBDA_ONLY = ("arch", "layout", "serverless_file", "sam_file", "function_url")
 PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
@@ -82,7 +82,7 @@ def package(target: str, kind: str, variant: str | None, runtime: str | None, py
     status = status_printer("package")
 
     def source_of(variant: str | None) -> Any:
-        from ..targets import resolve_source
+        from edgemaas.targets import resolve_source
 
         return resolve_source(target, workspace(), variant, name, label_list, status, trust_model_code)
 
@@ -101,7 +101,7 @@ def _package_lambda(target: str, variant: str | None, runtime: str | None, pytho
                     arch: str | None, layout: str | None, name: str | None, labels: list[str] | None,
                     serverless_file: Path | None, sam_file: Path | None, function_url: bool, report: Any,
                     trust_code: bool) -> None:
-    from ..targets import package_for_lambda
+    from edgemaas.targets import package_for_lambda
 
     result = package_for_lambda(target, workspace(), variant, python_version, arch, name, labels, layout, runtime,
                                 report, trust_code)
@@ -127,8 +127,8 @@ def _package_lambda(target: str, variant: str | None, runtime: str | None, pytho
 
 def _package_edge(source: Any, variant: str | None, runtime: str | None, python_version: str | None, platform: str,
                   with_deps: bool, report: Any) -> None:
-    from ..packaging.edge import package_edge
-    from ..targets import serving_variant
+    from edgemaas.packaging.edge.bundle import package_edge
+    from edgemaas.targets import serving_variant
 
     ws = workspace()
     source_dir, choice = serving_variant(source, ws, variant, runtime, report)
@@ -143,8 +143,8 @@ def _package_edge(source: Any, variant: str | None, runtime: str | None, python_
 
 
 def _package_mcu(source: Any, variant: str | None, report: Any) -> None:
-    from ..packaging.mcu import package_mcu
-    from ..targets import mcu_variant
+    from edgemaas.packaging.mcu.sources import package_mcu
+    from edgemaas.targets import mcu_variant
 
     ws = workspace()
     source_dir = mcu_variant(source, ws, variant)
@@ -158,8 +158,8 @@ def _package_mcu(source: Any, variant: str | None, report: Any) -> None:
 
 
 def _package_mobile(kind: str, source: Any, variant: str | None, report: Any) -> None:
-    from ..packaging.mobile import package_mobile
-    from ..targets import mobile_variants
+    from edgemaas.packaging.mobile.phones import package_mobile
+    from edgemaas.targets import mobile_variants
 
     ws = workspace()
     tflite, onnx = mobile_variants(source, ws, variant, kind)
@@ -194,7 +194,7 @@ def _warn(warnings: list[str]) -> None:
 
 def _write_service_files(target: str, result: Any, serverless_file: Path | None, sam_file: Path | None,
                          function_url: bool) -> None:
-    from ..packaging.serverless import (
+    from edgemaas.packaging.awslambda.serverless import (
         link_artifacts,
         load_records,
         render_sam,

@@ -13,15 +13,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import StageFailed, UserError
-from .isolate import run_isolated
-from .model_safety import check_model_code
-from .packaging.secrets import check_no_secrets
-from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
-from .signature import variant_manifest
-from .training import DEFAULT_LIMITS
-from .workspace import Workspace
+from edgemaas import __version__
+from edgemaas.errors import StageFailed, UserError
+from edgemaas.isolate import run_isolated
+from edgemaas.user_models.model_safety import check_model_code
+from edgemaas.packaging.common.secrets import check_no_secrets
+from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
+from edgemaas.user_models.signature import variant_manifest
+from edgemaas.train.training import DEFAULT_LIMITS
+from edgemaas.workspace import Workspace
 
 KERAS_FORMATS = ("keras", "h5", "savedmodel")
 
@@ -106,7 +106,7 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
 
 def _shell_manifest(name: str, model_path: Path, labels: list[str] | None) -> Manifest:
     """Processing derived from the model's own signature: identity inputs, labels if given, raw values otherwise."""
-    from .signature import load_model_signature
+    from edgemaas.user_models.signature import load_model_signature
 
     backend = load_model_signature(model_path)
     steps = []
@@ -129,7 +129,7 @@ def _field_name(spec: TensorSpec) -> str:
 
 def _keras_to_tflite_job(source: str, fmt: str, target: str, trust_code: bool = False) -> int:
     """Runs in a child process: a Keras file or SavedModel to float32 TFLite."""
-    from .tf import load_keras_model, tensorflow
+    from edgemaas.tf import load_keras_model, tensorflow
 
     tf = tensorflow()
     if fmt == "savedmodel":
@@ -202,7 +202,7 @@ def _trust(trust_code: bool) -> dict[str, bool]:
 
 def _sha256_path(path: Path) -> str:
     """A file's sha256, or for a directory (SavedModel) the sha256 over its files' relative names and contents."""
-    from .runtime.manifest import sha256_file
+    from edgemaas.runtime.manifest import sha256_file
 
     if path.is_file():
         return sha256_file(path)

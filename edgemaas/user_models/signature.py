@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import StageFailed
-from .isolate import run_isolated
-from .runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
-from .runtime.manifest import sha256_file
+from edgemaas import __version__
+from edgemaas.errors import StageFailed
+from edgemaas.isolate import run_isolated
+from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
+from edgemaas.runtime.manifest import sha256_file
 
 
 def variant_manifest(parent: Manifest, model_path: Path, variant: str, provenance: dict[str, Any]) -> Manifest:
@@ -34,7 +34,7 @@ class Signature:
 
 
 def _signature_job(model_path: str) -> Signature:
-    from .runtime.backends import open_backend
+    from edgemaas.runtime.backends import open_backend
 
     path = Path(model_path)
     backend = open_backend(path.suffix.lstrip("."), path.read_bytes())

@@ -12,7 +12,7 @@ Serverless v3 uploads every artifact to one S3 folder under the artifact's *file
 one uploaded. Each function's Serverless artifact is therefore `<name>.zip` beside its `function.zip`, a relative
 symlink that `link_artifacts` makes. SAM keys uploads by content and takes `function.zip` directly.
 
-    python -m edgemaas.packaging.serverless cnn nlp --serverless serverless.yml --sam template.yaml
+    python -m edgemaas.packaging.awslambda.serverless cnn nlp --serverless serverless.yml --sam template.yaml
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import jinja2
 import yaml
 
-from ..errors import UserError
+from edgemaas.errors import UserError
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "templates"
 SERVERLESS_TEMPLATE = "serverless.yml.j2"
 SAM_TEMPLATE = "template.yaml.j2"
 BUILTIN_MODELS = ("linear", "cnn", "rnn", "nlp")
@@ -234,17 +234,17 @@ def render_serverless(records: list[dict], service: str = "edgemaas", region: st
                              "to the same S3 key (one would overwrite the other): rename one")
         uploads[basename] = artifact
     context.update(service=service, region=region, command=command or
-                   f"python -m edgemaas.packaging.serverless {context['names']} --serverless serverless.yml")
+                   f"python -m edgemaas.packaging.awslambda.serverless {context['names']} --serverless serverless.yml")
     return _environment().get_template(SERVERLESS_TEMPLATE).render(context)
 
 
 def render_sam(records: list[dict], base_dir: Path = Path("."), stage: str = "dev", function_url: bool = False,
                command: str | None = None) -> str:
     """An AWS SAM `template.yaml` for the packaged models (same checks as render_serverless)."""
-    from ..aws.policy import LAMBDA_SERVICE, LOG_GROUP_ACTIONS
+    from edgemaas.aws.policy import LAMBDA_SERVICE, LOG_GROUP_ACTIONS
 
     context = _context(records, base_dir, stage, function_url)
-    context["command"] = command or f"python -m edgemaas.packaging.serverless {context['names']} --sam template.yaml"
+    context["command"] = command or f"python -m edgemaas.packaging.awslambda.serverless {context['names']} --sam template.yaml"
     context.update(lambda_service=LAMBDA_SERVICE, log_actions=LOG_GROUP_ACTIONS)
     return _environment().get_template(SAM_TEMPLATE).render(context)
 
@@ -316,7 +316,7 @@ def builtin_records(root: Path = Path("."), python_version: str = "3.12", arch: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edgemaas.packaging.serverless",
+        prog="python -m edgemaas.packaging.awslambda.serverless",
         description="Write a Serverless Framework v3 serverless.yml and/or an AWS SAM template.yaml for Lambda "
                     "packages in dist/ (made by `edgemaas package NAME --layout layer --python-version 3.12`).")
     parser.add_argument("names", nargs="*", help="models to include (default: every package in --dist)")

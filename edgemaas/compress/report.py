@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import UserError
+from edgemaas.errors import UserError
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import StageFailed, UserError
+from edgemaas.errors import StageFailed, UserError
 
 MIN_OPSET = 17
 SOURCE_FORMATS = ("keras", "tflite")
@@ -63,7 +63,7 @@ def export_onnx(source_path: str, source_format: str, out_path: str, opset: int 
                              "tf2onnx_version": tf2onnx.__version__, "warnings": []}
     keras_model = None
     if source_format == "keras":
-        from ..tf import load_keras_model
+        from edgemaas.tf import load_keras_model
 
         keras_model = load_keras_model(source_path)
         proto, notes["converter"], problems = _convert_keras(keras_model, int(opset))
@@ -121,7 +121,7 @@ def _convert_keras(model: Any, opset: int, use_function: bool = False) -> tuple[
     the converter used and what went wrong on the way."""
     import tf2onnx
 
-    from ..tf import tensorflow
+    from edgemaas.tf import tensorflow
 
     tf = tensorflow()
     if not model.inputs:
@@ -246,7 +246,7 @@ def _tflite_interpreter(path: str) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # the deprecated copy inside TensorFlow still works
-        from ..tf import tensorflow
+        from edgemaas.tf import tensorflow
 
         Interpreter = tensorflow().lite.Interpreter
     return Interpreter(model_path=path)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
-from ..errors import UserError
+from edgemaas.errors import UserError
 
 # Names (matched against the file name, or a path suffix) that hold secrets by convention.
 SECRET_NAMES = re.compile(

@@ -18,17 +18,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .errors import StageFailed
-from .evaluation import PRIMARY, metric_drop, metrics, parity_metrics
-from .isolate import run_isolated
-from .passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
-from .runtime import Manifest, ModelFile, ModelLoadError, load_model, read_manifest
-from .runtime.manifest import intact, sha256_file
-from .runtime.processing import InputProcessor, OutputProcessor
-from .signature import variant_manifest
-from .spec import CompressSection, GateSection
-from .workspace import Workspace
+from edgemaas import __version__
+from edgemaas.errors import StageFailed
+from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
+from edgemaas.isolate import run_isolated
+from edgemaas.compress.passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
+from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, load_model, read_manifest
+from edgemaas.runtime.manifest import intact, sha256_file
+from edgemaas.runtime.processing import InputProcessor, OutputProcessor
+from edgemaas.user_models.signature import variant_manifest
+from edgemaas.spec import CompressSection, GateSection
+from edgemaas.workspace import Workspace
 
 Report = Callable[[str], None]
 PARITY_SAMPLES = 100
@@ -119,7 +119,7 @@ def _reference_job(root_dir: str, root_file: str, parity_path: str, eval_path: s
     manifest = read_manifest(Path(root_dir))
     post = OutputProcessor(manifest.postprocessing)
     if manifest.model.format in ("keras", "h5", "savedmodel"):
-        from .passes.tfmot_passes import load_keras
+        from edgemaas.compress.passes.tfmot_passes import load_keras
 
         model = load_keras(root_file)
         predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
@@ -403,7 +403,7 @@ def _first_lines(message: str, count: int = 3) -> str:
 
 
 def save_report(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
-    from .report import write_report
+    from edgemaas.compress.report import write_report
 
     paths = write_report(report, ws.dist / report["model"] / "report")
     tmp = ws.selection_file(report["model"]).with_suffix(".tmp")

@@ -28,14 +28,14 @@ from typing import Any
 
 import jinja2
 
-from .. import __version__
-from ..errors import UserError
-from ..runtime import MANIFEST_NAME
-from ..runtime.errors import ModelLoadError
-from ..runtime.manifest import Manifest, ModelFile, TensorSpec, read_manifest, read_verified_model, sha256_bytes
-from .serverless import TEMPLATES_DIR
-from .tflite_graph import FLOAT_TYPES, Graph, Tensor, freeze_shapes, read_graph
-from .tflm_ops import AVOID, GENERIC_AVOID, TFLM_BUILTIN_OPS, TFLM_CUSTOM_OPS, TFLM_SOURCE
+from edgemaas import __version__
+from edgemaas.errors import UserError
+from edgemaas.runtime import MANIFEST_NAME
+from edgemaas.runtime.errors import ModelLoadError
+from edgemaas.runtime.manifest import Manifest, ModelFile, TensorSpec, read_manifest, read_verified_model, sha256_bytes
+from edgemaas.packaging.awslambda.serverless import TEMPLATES_DIR
+from edgemaas.packaging.mcu.tflite_graph import FLOAT_TYPES, Graph, Tensor, freeze_shapes, read_graph
+from edgemaas.packaging.mcu.tflm_ops import AVOID, GENERIC_AVOID, TFLM_BUILTIN_OPS, TFLM_CUSTOM_OPS, TFLM_SOURCE
 
 MODEL_FILE = "model.tflite"
 ARENA_ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment()

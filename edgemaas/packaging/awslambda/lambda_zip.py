@@ -18,13 +18,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import StageFailed, UserError
-from ..isolate import run_isolated
-from ..runtime import MANIFEST_NAME, load_model, read_manifest
-from ..runtime.manifest import sha256_file
-from . import dependencies
-from .bytecode import compile_bytecode, target_python
-from .secrets import check_no_secrets
+from edgemaas.errors import StageFailed, UserError
+from edgemaas.isolate import run_isolated
+from edgemaas.runtime import MANIFEST_NAME, load_model, read_manifest
+from edgemaas.runtime.manifest import sha256_file
+from edgemaas.packaging.common import dependencies
+from edgemaas.packaging.awslambda.bytecode import compile_bytecode, target_python
+from edgemaas.packaging.common.secrets import check_no_secrets
 
 MB = 1024 * 1024
 DIRECT_UPLOAD_LIMIT = 50 * MB  # zipped, for a direct CreateFunction/UpdateFunctionCode upload
@@ -140,7 +140,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                   layout=layout, input_hash=input_hash, layout_reason=reason, memory_mb=memory_mb,
                   timeout_s=timeout_s, model_sha256=manifest.model.sha256, warnings=warnings)
     if layout == "image":
-        from .image import write_image_context
+        from edgemaas.packaging.awslambda.image import write_image_context
 
         context = write_image_context(out_dir.parent / "lambda-image", code, requirements, python_version, arch)
         package = LambdaPackage(zip_path="", zipped_bytes=0, unzipped_bytes=code_bytes + runtime_bytes, sha256="",
@@ -160,7 +160,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                                     "--s3-bucket), or use --layout layer")
     package.save(record_path)
     if package.zip_path:
-        from .serverless import link_artifacts
+        from edgemaas.packaging.awslambda.serverless import link_artifacts
 
         link_artifacts([asdict(package)])  # <name>.zip beside function.zip: Serverless v3 keys S3 by file name
     return package

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UserError
+from edgemaas.errors import UserError
 
 TRUST_FLAG = "--trust-model-code"
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import UserError
+from edgemaas.errors import UserError
 
 
 @dataclass

@@ -15,7 +15,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ..errors import UserError
+from edgemaas.errors import UserError
 
 RUNTIME_FOR_FORMAT = {"tflite": "ai-edge-litert", "onnx": "onnxruntime"}
 PLATFORM_TAGS = {

@@ -31,7 +31,7 @@ def recurrent_layers(model: Any) -> list[Any]:
 
 def with_unroll(model: Any, unroll: bool) -> Any:
     """The same model with every recurrent layer rolled or unrolled (same weights)."""
-    from ..tf import keras
+    from edgemaas.tf import keras
 
     config = model.get_config()
 
@@ -53,7 +53,7 @@ def with_unroll(model: Any, unroll: bool) -> Any:
 
 
 def _converter(model: Any, frozen_batch: bool) -> Any:
-    from ..tf import tensorflow
+    from edgemaas.tf import tensorflow
 
     tf = tensorflow()
     if not frozen_batch:
@@ -68,8 +68,8 @@ def _converter(model: Any, frozen_batch: bool) -> Any:
 
 def convert_keras(source_path: str, out_path: str, mode: str, representative_path: str | None = None) -> dict:
     """Convert a Keras model file to TFLite in `mode`; write out_path atomically; return notes."""
-    from ..tf import tensorflow
-    from .tfmot_passes import load_keras
+    from edgemaas.tf import tensorflow
+    from edgemaas.compress.passes.tfmot_passes import load_keras
 
     if mode not in MODES:
         raise ValueError(f"unknown TFLite mode {mode!r}; expected one of {', '.join(MODES)}")

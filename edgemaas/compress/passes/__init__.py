@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import onnx_passes, tflite_passes, tfmot_passes
+from edgemaas.compress.passes import onnx_passes, tflite_passes, tfmot_passes
 
 # Roots: the model everything derives from. A built-in or a Keras file the user brings is `keras-float32`; a
 # SavedModel is `savedmodel`; a .tflite or .onnx file the user brings is `tflite-original` / `onnx-original`.

@@ -15,7 +15,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from ..errors import StageFailed, UserError
+from edgemaas.errors import StageFailed, UserError
 
 TFLITE_IDENTIFIER = b"TFL3"
 BUFFER_ALIGNMENT = 16  # the schema's force_align for Buffer.data; TFLM kernels read weights in place

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .runtime import read_manifest
-from .workspace import Workspace
+from edgemaas.errors import UserError
+from edgemaas.runtime import read_manifest
+from edgemaas.workspace import Workspace
 
 COLD_RUNS = 3
 WARM_REQUESTS = 300
@@ -89,7 +89,7 @@ def _previous_choice(candidates: dict[str, Path], shas: dict[str, str]) -> dict[
 
 def _measure(candidates: dict[str, Path], data_file: Path) -> dict[str, dict[str, Any]]:
     runs: dict[str, list[dict[str, Any]]] = {fmt: [] for fmt in candidates}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for _ in range(COLD_RUNS):  # interleaved: noise hits every candidate alike
         for fmt, path in candidates.items():
             done = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(data_file), str(WARM_REQUESTS)],

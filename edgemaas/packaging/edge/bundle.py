@@ -31,14 +31,14 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
-from ..errors import UserError
-from ..runtime import MANIFEST_NAME, ModelLoadError, read_manifest
-from ..runtime.manifest import Manifest, sha256_file
-from . import dependencies
-from .image import TEMPLATES, render
-from .lambda_zip import _input_hash, _tree, check_loadable, default_python_version
-from .secrets import check_no_secrets
+from edgemaas import __version__
+from edgemaas.errors import UserError
+from edgemaas.runtime import MANIFEST_NAME, ModelLoadError, read_manifest
+from edgemaas.runtime.manifest import Manifest, sha256_file
+from edgemaas.packaging.common import dependencies
+from edgemaas.packaging.awslambda.image import TEMPLATES, render
+from edgemaas.packaging.awslambda.lambda_zip import _input_hash, _tree, check_loadable, default_python_version
+from edgemaas.packaging.common.secrets import check_no_secrets
 
 PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
 # dependencies.PLATFORM_TAGS keys (manylinux wheels): the same wheels Lambda's x86_64 and arm64 use.

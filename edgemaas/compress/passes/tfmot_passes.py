@@ -15,7 +15,7 @@ import numpy as np
 
 
 def _tfmot() -> Any:
-    from ..tf import tensorflow
+    from edgemaas.tf import tensorflow
 
     tensorflow()  # sets TF_USE_LEGACY_KERAS before TF-MOT imports Keras
     import tensorflow_model_optimization as tfmot
@@ -25,14 +25,14 @@ def _tfmot() -> Any:
 
 def load_keras(path: str) -> Any:
     """Load a Keras model, QAT wrappers included."""
-    from ..tf import load_keras_model
+    from edgemaas.tf import load_keras_model
 
     with _tfmot().quantization.keras.quantize_scope():
         return load_keras_model(path)
 
 
 def _fine_tune(model: Any, data_path: str, task: str, settings: dict[str, Any], callbacks: list[Any]) -> dict:
-    from ..tf import keras
+    from edgemaas.tf import keras
 
     tfk = keras()
     tfk.utils.set_random_seed(int(settings.get("seed", 0)))
@@ -47,7 +47,7 @@ def _fine_tune(model: Any, data_path: str, task: str, settings: dict[str, Any], 
 
 def _per_layer(model: Any, wrap: Callable[[Any], Any], supports: Callable[[Any], str | None]) -> tuple[Any, dict]:
     """Clone the model wrapping each supported layer (as TF-MOT's guides do); note why others were left alone."""
-    from ..tf import keras
+    from edgemaas.tf import keras
 
     applied, skipped = [], {}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .runtime import Manifest
-from .workspace import Workspace
+from edgemaas.errors import UserError
+from edgemaas.runtime import Manifest
+from edgemaas.workspace import Workspace
 
 
 def load_arrays(path: Path, sample_shape: list[int], role: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,14 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, architectures, datasets
-from .errors import UserError
-from .evaluation import metrics
-from .runtime import Manifest, ModelFile, TensorSpec
-from .runtime.processing import InputProcessor, OutputProcessor
-from .runtime.text import OOV_ID, PAD_ID, tokenize
-from .spec import Spec
-from .workspace import FLOAT_VARIANT, Workspace
+from edgemaas import __version__
+from edgemaas.train import architectures, datasets
+from edgemaas.errors import UserError
+from edgemaas.compress.evaluation import metrics
+from edgemaas.runtime import Manifest, ModelFile, TensorSpec
+from edgemaas.runtime.processing import InputProcessor, OutputProcessor
+from edgemaas.runtime.text import OOV_ID, PAD_ID, tokenize
+from edgemaas.spec import Spec
+from edgemaas.workspace import FLOAT_VARIANT, Workspace
 
 DEFAULT_LIMITS = {"max_batch": 256, "max_text_chars": 1000}
 
@@ -65,7 +66,7 @@ def train(spec: Spec, ws: Workspace) -> Manifest:
     if not spec.model.architecture:
         raise UserError(f"{spec.name}: model.path is a model you bring; there is nothing to train "
                         "(use edgemaas convert or package on it)")
-    from .tf import keras, tensorflow
+    from edgemaas.tf import keras, tensorflow
 
     tf, tfk = tensorflow(), keras()
     ds = load_dataset(spec)
@@ -141,6 +142,6 @@ def _keras_spec(tensor: Any) -> TensorSpec:
 
 
 def _model_file(path: Path, fmt: str) -> ModelFile:
-    from .runtime.manifest import sha256_file
+    from edgemaas.runtime.manifest import sha256_file
 
     return ModelFile(file=path.name, format=fmt, sha256=sha256_file(path), size_bytes=path.stat().st_size)

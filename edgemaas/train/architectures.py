@@ -55,6 +55,6 @@ BUILTIN: dict[str, Callable[..., Any]] = {"linear": linear, "cnn": cnn, "rnn": r
 
 
 def _keras() -> Any:
-    from .tf import keras
+    from edgemaas.tf import keras
 
     return keras()

@@ -41,12 +41,12 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from ..errors import StageFailed, UserError
-from ..isolate import run_isolated
-from ..runtime import MANIFEST_NAME, Manifest, ModelLoadError, TensorSpec, read_manifest
-from ..runtime.manifest import read_verified_model, sha256_file
-from ..runtime.text import _TOKEN, OOV_ID, PAD_ID
-from .serverless import TEMPLATES_DIR
+from edgemaas.errors import StageFailed, UserError
+from edgemaas.isolate import run_isolated
+from edgemaas.runtime import MANIFEST_NAME, Manifest, ModelLoadError, TensorSpec, read_manifest
+from edgemaas.runtime.manifest import read_verified_model, sha256_file
+from edgemaas.runtime.text import _TOKEN, OOV_ID, PAD_ID
+from edgemaas.packaging.awslambda.serverless import TEMPLATES_DIR
 
 PLATFORMS = ("android", "ios")
 RECORD_NAME = "mobile.json"
@@ -407,7 +407,7 @@ class _Signature:
 
 
 def _signatures_job(paths: dict[str, str]) -> dict[str, _Signature]:
-    from ..runtime.backends import open_backend
+    from edgemaas.runtime.backends import open_backend
 
     found = {}
     for file_name, path in paths.items():

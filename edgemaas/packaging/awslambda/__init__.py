@@ -1,0 +1,1 @@
+"""edgemaas.packaging.awslambda"""

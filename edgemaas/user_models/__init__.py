@@ -1,0 +1,1 @@
+"""edgemaas.user_models"""
