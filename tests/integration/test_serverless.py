@@ -27,7 +27,7 @@ from edgemaas.packaging.awslambda import serverless
 from edgemaas.packaging.awslambda.serverless import (builtin_records, link_artifacts, load_records, logical_id, main,
                                            render_sam, render_serverless, serverless_name, write_atomic)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVERLESS_BIN = REPO / "node_modules" / ".bin" / "serverless"
 AWS_SDK = REPO / "node_modules" / "aws-sdk"
 NPM_HINT = "run `npm ci` in the repository (./dev.sh test does it)"

@@ -1,7 +1,7 @@
 """A real `moto_server` on 127.0.0.1 (a free port) for the AWS tests, with fake credentials and a region; and a
 fault-injecting HTTP proxy in front of it.
 
-Import the fixture into a test module: `from tests.aws_fixtures import moto_server  # noqa: F401`.
+Import the fixture into a test module: `from tests.integration.aws_fixtures import moto_server  # noqa: F401`.
 Lambda runs in moto's docker-free backend (`/moto-api/config` `{"lambda": {"use_docker": false}}`), whose Invoke
 returns results queued through `/moto-api/static/lambda-simple/response` (see `queue_lambda_results`).
 

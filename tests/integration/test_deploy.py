@@ -1,4 +1,4 @@
-"""`edgemaas deploy`, `status`, `rollback`, `destroy` against a real moto_server (tests/aws_fixtures.py)."""
+"""`edgemaas deploy`, `status`, `rollback`, `destroy` against a real moto_server (tests/integration/aws_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from edgemaas.aws import deploy as deploy_module
 from edgemaas.cli import cli
 from edgemaas.packaging.awslambda.lambda_zip import write_deterministic_zip
 from edgemaas.runtime.manifest import sha256_file
-from tests.aws_fixtures import MotoServer, moto_server  # noqa: F401 (a fixture)
+from tests.integration.aws_fixtures import MotoServer, moto_server  # noqa: F401 (a fixture)
 
 FUNCTION = "edgemaas-tiny"
 HANDLER = b"def handler(event, context):\n    return {'model': 'tiny', 'predictions': event.get('inputs')}\n"

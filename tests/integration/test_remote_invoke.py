@@ -17,7 +17,7 @@ from edgemaas.aws import connect
 from edgemaas.aws import invoke as invoke_module
 from edgemaas.aws.invoke import invoke_client, run_batch
 from edgemaas.cli import cli
-from tests.aws_fixtures import (  # noqa: F401 (fixtures)
+from tests.integration.aws_fixtures import (  # noqa: F401 (fixtures)
     ACCOUNT,
     FaultProxy,
     MotoServer,
@@ -25,7 +25,7 @@ from tests.aws_fixtures import (  # noqa: F401 (fixtures)
     lambda_function_error,
     moto_server,
 )
-from tests.test_deploy import write_package
+from tests.integration.test_deploy import write_package
 
 FUNCTION = "edgemaas-tiny"
 

@@ -38,7 +38,7 @@ from edgemaas.runtime import load_model, read_manifest
 from edgemaas.runtime.service import Service
 from edgemaas.workspace import Workspace
 from tests.conftest import BUILTINS
-from tests.test_handler import CONTEXT, http_v2, load_handler
+from tests.functional.test_handler import CONTEXT, http_v2, load_handler
 
 SYSTEMD_HINT = "systemd-analyze is missing: apt-get install systemd"
 

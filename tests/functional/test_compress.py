@@ -18,7 +18,7 @@ from edgemaas.pipeline import compress_file, compress_spec
 from edgemaas.compress.report import REPORT_MD, load_report
 from edgemaas.spec import DEFAULT_VARIANTS, GateSection, Spec
 from edgemaas.workspace import Workspace
-from tests.test_importing import tiny_onnx
+from tests.functional.test_importing import tiny_onnx
 
 
 def copy_trained(trained: Workspace, name: str, root: Path) -> Workspace:

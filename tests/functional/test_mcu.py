@@ -27,7 +27,7 @@ from edgemaas.runtime import load_model, read_manifest
 from edgemaas.runtime.manifest import sha256_bytes
 from edgemaas.workspace import Workspace
 
-from .conftest import BUILTINS
+from tests.conftest import BUILTINS
 
 INT8 = "tflite-int8"
 

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from edgemaas.pipeline import chosen_variant
 from edgemaas.workspace import Workspace
-from tests.test_bad_requests import EdgeServer, edge_server
-from tests.test_handler import CONTEXT, load_handler
+from tests.integration.test_bad_requests import EdgeServer, edge_server
+from tests.functional.test_handler import CONTEXT, load_handler
 
 SCALE = float(os.environ.get("EDGEMAAS_FUZZ_SCALE", "1"))
 MODELS = ("cnn", "nlp", "linear")

@@ -32,7 +32,7 @@ from edgemaas.runtime import load_model
 from edgemaas.runtime.text import OOV_ID, PAD_ID, encode, vocabulary_index
 from edgemaas.workspace import Workspace
 from tests.conftest import REPO
-from tests.test_handler import CONTEXT, http_v1, http_v2, load_handler
+from tests.functional.test_handler import CONTEXT, http_v1, http_v2, load_handler
 
 MODELS = ("cnn", "nlp", "linear")
 MB = 1024 * 1024

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edgemaas.cli import cli
 from edgemaas.workspace import Workspace
-from tests.aws_fixtures import moto_server  # noqa: F401 (a fixture)
+from tests.integration.aws_fixtures import moto_server  # noqa: F401 (a fixture)
 from tests.conftest import MODELS
 
 IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0]] * 8
