@@ -108,7 +108,7 @@ def memory_growth(memory: list[int]) -> tuple[int, int]:
 
 def run_soak(package: Path, samples: list[Any], invokes: int = 1000, memory_mb: int = 512, baseline: bool = True,
              report: Any = lambda message: None) -> SoakResult:
-    from edgemaas.lambda_local import invoke_local
+    from edgemaas.local import invoke_local
     from edgemaas.runtime import load_model
     from edgemaas.runtime.service import Service
 

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edgemaas.lambda_local import proc_memory_kb  # noqa: E402 (after the path set-up)
+from edgemaas.local.process import proc_memory_kb  # noqa: E402 (after the path set-up)
 
 WARMUP_SHARE = 0.10
 DISTINCT_BODIES = 64

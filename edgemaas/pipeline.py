@@ -183,7 +183,7 @@ class BuildRow:
 
 
 def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> BuildRow:
-    from edgemaas.lambda_local import invoke_local
+    from edgemaas.local import invoke_local
 
     row = BuildRow(spec.name)
     try:

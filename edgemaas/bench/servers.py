@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgemaas.errors import UserError
-from edgemaas.lambda_local import _extract_zip
+from edgemaas.local.unzip import extract_zip
 from edgemaas.packaging.common import dependencies
 from edgemaas.packaging.awslambda.lambda_zip import default_python_version, package_lambda
 from edgemaas.pipeline import chosen_variant, smoke_event
@@ -163,7 +163,7 @@ def _package(ws: Workspace, name: str, variant_dir: Path, folder: str, report: R
 
 def _extract(package: Any, scratch: Path, folder: str) -> Path:
     root = scratch / folder
-    _extract_zip(Path(package.zip_path), root)
+    extract_zip(Path(package.zip_path), root)
     return root
 
 

@@ -54,7 +54,7 @@ def invoke(target: str, local: bool, data: str | None, data_file: str | None, me
       edgemaas invoke nlp --stage dev --data '{"inputs": ["turn on the lights"]}' --logs
       edgemaas invoke nlp --batch requests.jsonl --output answers.jsonl --concurrency 16
     """
-    from edgemaas.lambda_local import invoke_local
+    from edgemaas.local import invoke_local
 
     if not local:
         from edgemaas.commands.aws import invoke_remote
