@@ -3,7 +3,7 @@
 A reader never sees a half-written output: everything is written under a temporary name in the target's own folder
 (same filesystem, so `os.replace` is atomic) and moved into place only when complete. The temporary name is
 
-    .<target name>.<pid>.<8 hex>.tmp[<target suffix>]
+    .<target name>.tmp.<pid>.<8 hex>[<target suffix>]
 
 hidden (globs such as `*.onnx` skip it), unique per writer, and naming the writing process, so a temporary left
 by a killed writer is recognised and deleted by the next writer of the same target (`remove_stale_temporaries`).
@@ -18,19 +18,19 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".tmp"
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.tmp(?P<suffix>\.[^./]+)?$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})(?P<suffix>\.[^./]+)?$")
 
 
 def temp_path(target: Path | str, keep_suffix: bool = False) -> Path:
     """A fresh temporary name beside `target`; `keep_suffix` ends it with the target's extension too."""
     target = Path(target)
     suffix = target.suffix if keep_suffix else ""
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_MARK}{suffix}")
+    return target.with_name(f".{target.name}{TEMP_MARK}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
 
 
 def is_temporary(path: Path | str) -> bool:
@@ -69,7 +69,7 @@ def remove_stale_temporaries(target: Path | str) -> list[Path]:
     removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
-    for candidate in target.parent.glob(f".{glob_escape(target.name)}.*{TEMP_MARK}*"):
+    for candidate in target.parent.glob(f".{glob_escape(target.name)}{TEMP_MARK}.*"):
         match = _TEMP_NAME.match(candidate.name)
         if match and match["name"] == target.name and not _alive(int(match["pid"])):
             _remove(candidate)
@@ -153,6 +153,37 @@ def atomic_write_json(target: Path | str, obj: Any, *, indent: int | None = 2, s
     """Write `obj` as JSON (with a final newline) to `target` atomically; serialised before anything is touched."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n"
     return atomic_write_text(target, text, fsync=fsync)
+
+
+def atomic_write_many(writers: Mapping[Path, Callable[[Path], Any]], fsync: bool = True) -> list[Path]:
+    """Write several files that belong together: every writer renders its target to a temporary first, and only
+    when all have succeeded are they moved into place, in the given order (put the file readers check first, such
+    as a report's JSON, last). A failure leaves every target as it was and no temporaries.
+        atomic_write_many({out / "report.md": lambda p: p.write_text(md), out / "report.json": write_json})
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, write in writers.items():
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(target)
+            tmp = temp_path(target, keep_suffix=True)
+            staged.append((tmp, target))
+            write(tmp)
+            if not tmp.exists():
+                raise FileNotFoundError(f"nothing was written to {tmp} for {target}")
+            if fsync and tmp.is_file():
+                _fsync_file(tmp)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+        if fsync:
+            for directory in {target.parent for _, target in staged}:
+                _fsync_dir(directory)
+    finally:
+        for tmp, _ in staged:  # after a failure; after success they have all been moved away
+            if tmp.exists():
+                _remove(tmp)
+    return [target for _, target in staged]
 
 
 def publish_dir(staging: Path | str, target: Path | str) -> Path:

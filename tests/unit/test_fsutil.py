@@ -28,12 +28,11 @@ def test_temp_name_is_hidden_beside_target_and_recognised(tmp_path: Path) -> Non
     target = tmp_path / "model.onnx"
     tmp = fsutil.temp_path(target)
     assert tmp.parent == tmp_path
-    assert tmp.name.startswith(".model.onnx.") and tmp.name.endswith(".tmp")
-    assert f".{os.getpid()}." in tmp.name
+    assert tmp.name.startswith(f".model.onnx.tmp.{os.getpid()}.")
     assert fsutil.is_temporary(tmp) and fsutil.temporary_target(tmp) == "model.onnx"
     assert fsutil.temp_path(target) != tmp  # unique per call
     kept = fsutil.temp_path(tmp_path / "data.npz", keep_suffix=True)
-    assert kept.name.endswith(".tmp.npz") and fsutil.temporary_target(kept) == "data.npz"
+    assert kept.name.startswith(".data.npz.tmp.") and kept.name.endswith(".npz") and fsutil.temporary_target(kept) == "data.npz"
     assert not fsutil.is_temporary(target)
     assert not fsutil.is_temporary(tmp_path / ".model.onnx.inputs.json")
 
@@ -124,14 +123,14 @@ def test_publish_dir_over_missing_target(tmp_path: Path) -> None:
 
 def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path: Path) -> None:
     target = tmp_path / "fn.zip"
-    dead = tmp_path / f".fn.zip.{_dead_pid()}.0123abcd.tmp"
+    dead = tmp_path / f".fn.zip.tmp.{_dead_pid()}.0123abcd"
     dead.write_bytes(b"half")
-    dead_dir = tmp_path / f".fn.zip.{_dead_pid()}.89abcdef.tmp"
+    dead_dir = tmp_path / f".fn.zip.tmp.{_dead_pid()}.89abcdef"
     dead_dir.mkdir()
     (dead_dir / "x").write_text("half")
     live = fsutil.temp_path(target)  # this process: still writing
     live.write_bytes(b"busy")
-    other = tmp_path / f".other.zip.{_dead_pid()}.0123abcd.tmp"
+    other = tmp_path / f".other.zip.tmp.{_dead_pid()}.0123abcd"
     other.write_bytes(b"half")
     lookalike = tmp_path / ".fn.zip.inputs.json"
     lookalike.write_text("{}")
@@ -143,7 +142,7 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path: 
 
 
 def test_writing_a_target_cleans_its_stale_temporaries(tmp_path: Path) -> None:
-    stale = tmp_path / f".r.json.{_dead_pid()}.0123abcd.tmp.json"
+    stale = tmp_path / f".r.json.tmp.{_dead_pid()}.0123abcd.json"
     stale.write_text("{")
     fsutil.atomic_write_json(tmp_path / "r.json", {})
     assert not stale.exists()
@@ -151,7 +150,25 @@ def test_writing_a_target_cleans_its_stale_temporaries(tmp_path: Path) -> None:
 
 def test_glob_metacharacters_in_names(tmp_path: Path) -> None:
     target = tmp_path / "a[1]*.txt"
-    stale = tmp_path / f".a[1]*.txt.{_dead_pid()}.0123abcd.tmp"
+    stale = tmp_path / f".a[1]*.txt.tmp.{_dead_pid()}.0123abcd"
     stale.write_text("x")
     fsutil.atomic_write_text(target, "ok")
     assert target.read_text() == "ok" and not stale.exists()
+
+
+def test_atomic_write_many_moves_all_or_nothing(tmp_path: Path) -> None:
+    md, js = tmp_path / "report.md", tmp_path / "report.json"
+    md.write_text("old md")
+    assert fsutil.atomic_write_many({md: lambda p: p.write_text("new md"),
+                                     js: lambda p: p.write_text("{}")}) == [md, js]
+    assert md.read_text() == "new md" and js.read_text() == "{}"
+
+    def broken(path: Path) -> None:
+        path.write_text("half")
+        raise ValueError("plot failed")
+
+    with pytest.raises(ValueError):
+        fsutil.atomic_write_many({md: lambda p: p.write_text("newer md"), tmp_path / "plot.png": broken,
+                                  js: lambda p: p.write_text('{"x": 1}')})
+    assert md.read_text() == "new md" and js.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]

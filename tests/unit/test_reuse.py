@@ -52,7 +52,7 @@ def test_folder_output_digest_covers_files_not_records_or_temporaries(tmp_path: 
     stamp = reuse.fingerprint("v")
     reuse.record(out, stamp)
     assert reuse.is_fresh(out, stamp)
-    (out / f".model.tflite.{999999}.0123abcd.tmp").write_bytes(b"junk")
+    (out / f".model.tflite.tmp.{999999}.0123abcd").write_bytes(b"junk")
     assert reuse.is_fresh(out, stamp)  # a temporary is not part of the output
     (out / "sub" / "labels.txt").write_text("b")
     assert not reuse.is_fresh(out, stamp)
