@@ -5,6 +5,7 @@
 - `operate`: status, rollback, destroy.
 - `retries`: how every client retries (throttling, 5xx, updates in progress; growing waits, AWS_MAX_ATTEMPTS).
 - `policy`: every IAM policy edgemaas writes or asks for (the execution role's, the minimal deploy policy).
+- `names`: function and role names, Lambda's size limits (no boto3: packaging reads them).
 - `errors`: boto errors said the way a user can act on them (an access error names the action and the statement).
 
 boto3's standard credential chain, profiles, regions and `AWS_ENDPOINT_URL` (and its per-service variants) apply.
@@ -19,12 +20,9 @@ from typing import Any, Iterator
 
 from edgemaas.errors import UserError
 
-FUNCTION_PREFIX = "edgemaas-"
-ROLE_NAME = "edgemaas-lambda-role"
+from edgemaas.aws.names import FUNCTION_PREFIX, ROLE_NAME, function_name
 
-
-def function_name(model: str, override: str | None = None) -> str:
-    return override or f"{FUNCTION_PREFIX}{model}"
+__all__ = ["FUNCTION_PREFIX", "ROLE_NAME", "Aws", "aws_errors", "connect", "function_name"]
 
 
 @dataclass

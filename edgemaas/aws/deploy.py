@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgemaas.errors import UserError
-from edgemaas.packaging.awslambda import lambda_zip
 from edgemaas.runtime.manifest import sha256_file
 from edgemaas.units import human_size
-from edgemaas.aws import ROLE_NAME, Aws, function_name
+from edgemaas.aws import Aws
+# DIRECT_UPLOAD_LIMIT is read from this module's globals at call time (tests lower it).
+from edgemaas.aws.names import DIRECT_UPLOAD_LIMIT, HANDLER, MB, ROLE_NAME, default_bucket, function_name
 from edgemaas.aws.errors import error_code
 from edgemaas.aws.policy import ASSUME_ROLE_POLICY, execution_policy, log_policy_name
 
-DIRECT_UPLOAD_LIMIT = lambda_zip.DIRECT_UPLOAD_LIMIT  # larger zips go through S3
 URL_PERMISSION_SID = "edgemaas-function-url-public"
 NO_OP = "no-op"
 # The order steps run in: uploads before what reads them, the function before its version, alias and URL.
@@ -163,7 +163,7 @@ def load_request(target: str, dist: Path, stage: str = "dev", function: str | No
             "edgemaas:model-sha256": record.get("model_sha256", ""), "edgemaas:package-sha256": record["sha256"]}
     return DeployRequest(
         model=model, variant=record.get("variant", ""), function_name=function_name(model, function), stage=stage,
-        code=code, handler=record.get("handler", lambda_zip.HANDLER), runtime=f"python{record['python_version']}",
+        code=code, handler=record.get("handler", HANDLER), runtime=f"python{record['python_version']}",
         arch=record.get("arch", "x86_64"), memory_mb=memory_mb or record.get("memory_mb", 512),
         timeout_s=timeout_s or record.get("timeout_s", 30), environment={"EDGEMAAS_LOG_LEVEL": log_level},
         tags={k: v for k, v in tags.items() if v}, layer_name=record["layer"]["name"] if layer else None,
@@ -205,10 +205,6 @@ def _differences(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
 
 def _uses_s3(request: DeployRequest, artifact: Artifact) -> bool:
     return bool(request.s3_bucket) or artifact.size > DIRECT_UPLOAD_LIMIT
-
-
-def default_bucket(account: str, region: str) -> str:
-    return f"edgemaas-artifacts-{account}-{region}"
 
 
 def plan(aws: Aws, request: DeployRequest) -> Plan:
@@ -299,7 +295,7 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
         s3 = aws.client("s3")
         bucket = request.s3_bucket or default_bucket(account, aws.region)
         reason = "--s3-bucket given" if request.s3_bucket else \
-            f"a zip is over Lambda's {DIRECT_UPLOAD_LIMIT // lambda_zip.MB} MB direct upload"
+            f"a zip is over Lambda's {DIRECT_UPLOAD_LIMIT // MB} MB direct upload"
         exists = _missing(lambda: s3.head_bucket(Bucket=bucket)) is not None
         steps.append(Step("s3 bucket", bucket, NO_OP if exists else "create",
                           f"exists ({reason})" if exists else f"{reason}; the bucket does not exist yet"))

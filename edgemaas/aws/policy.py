@@ -16,13 +16,10 @@ import copy
 import json
 from typing import Any, Iterator
 
-from edgemaas.aws import FUNCTION_PREFIX, ROLE_NAME
+from edgemaas.aws.names import FUNCTION_PREFIX, LAMBDA_SERVICE, LOG_GROUP_ACTIONS, ROLE_NAME, default_bucket
 
 VERSION = "2012-10-17"
 LOG_POLICY_PREFIX = "edgemaas-logs-"
-LAMBDA_SERVICE = "lambda.amazonaws.com"
-# What a function writes into a log group that exists already (a template makes it): streams and events.
-LOG_GROUP_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 ASSUME_ROLE_POLICY: dict[str, Any] = {
     "Version": VERSION,
@@ -59,8 +56,6 @@ def deploy_policy(account: str = "*", region: str = "*", partition: str = "aws",
 
     `bucket` is where zips over the direct-upload limit (or --s3-bucket) go: default, the bucket deploy makes
     (edgemaas-artifacts-<account>-<region>). `operate` adds what status, rollback, destroy and invoke call."""
-    from edgemaas.aws.deploy import default_bucket  # deploy imports this module
-
     functions = f"arn:{partition}:lambda:{region}:{account}:function:{function_prefix}*"
     layers = f"arn:{partition}:lambda:{region}:{account}:layer:{FUNCTION_PREFIX}*"  # packaging names them so
     role = f"arn:{partition}:iam::{account}:role/{ROLE_NAME}"

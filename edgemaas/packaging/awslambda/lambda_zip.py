@@ -8,34 +8,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import stat
 import sys
-import zipfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 from edgemaas.errors import StageFailed, UserError
+from edgemaas.fsutil import atomic_dir, atomic_write_json
+from edgemaas.resources import handler_file
 from edgemaas.isolate import run_isolated
 from edgemaas.runtime import MANIFEST_NAME, load_model, read_manifest
 from edgemaas.runtime.manifest import sha256_file
 from edgemaas.packaging.common import dependencies
 from edgemaas.packaging.awslambda.bytecode import compile_bytecode, target_python
 from edgemaas.packaging.common.secrets import check_no_secrets
+from edgemaas.packaging.common.archives import write_deterministic_zip
+from edgemaas.packaging.common.inputs import (
+    SKIP_DIRS,
+    SKIP_SUFFIXES,
+    file_intact,
+    input_hash,
+    previous_record,
+    tree,
+)
+# Module globals, read at call time (tests lower UNZIPPED_LIMIT): Lambda's limits live in aws/names (no boto3).
+from edgemaas.aws.names import DIRECT_UPLOAD_LIMIT, HANDLER, IMAGE_LIMIT, MB, UNZIPPED_LIMIT
 
-MB = 1024 * 1024
-DIRECT_UPLOAD_LIMIT = 50 * MB  # zipped, for a direct CreateFunction/UpdateFunctionCode upload
-UNZIPPED_LIMIT = 250 * MB  # function code plus all layers, unzipped
-IMAGE_LIMIT = 10 * 1024 * MB  # container images
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: builds differ only when content does
-HANDLER = "handler.handler"
 RUNTIME_PACKAGE_INIT = '"""edgemaas runtime, as shipped inside a package."""\n'
 LAYOUTS = ("auto", "zip", "layer", "image")
-_SKIP_DIRS = {"__pycache__", "tests", "test"}
-_SKIP_SUFFIXES = (".pyc", ".pyo", ".pyi")
 # dist-info keeps what licences and metadata need; RECORD and installer bookkeeping go.
 _DIST_INFO_KEEP = ("METADATA", "WHEEL", "LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS", "top_level.txt")
 # Parts of ai-edge-litert the Interpreter API never loads: the WebGPU accelerator, the CompiledModel library, the
@@ -71,9 +72,7 @@ class LambdaPackage:
 
     def save(self, path: Path) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "reused"}
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_json(path, data)
 
 
 def default_python_version() -> str:
@@ -105,7 +104,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     code = dict(_code_files())
     code[f"model/{manifest.model.file}"] = variant_dir / manifest.model.file
     code[f"model/{MANIFEST_NAME}"] = variant_dir / MANIFEST_NAME
-    runtime_files = dict(slim(_tree(deps, "")))
+    runtime_files = dict(slim(tree(deps, "")))
     check_no_secrets(code)  # ours and the user's files, by name and content
     check_no_secrets(runtime_files, scan_contents=False)  # published wheels: names only
     warnings = dependencies.glibc_warnings(deps, python_version)
@@ -126,18 +125,18 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                         f"{UNZIPPED_LIMIT // MB} MB including layers. Ship a smaller variant (--variant "
                         "tflite-int8) or a container image (--layout image).")
 
-    runtime_hash = _input_hash(runtime_files)  # hashed once: the wheels are most of the bytes
-    input_hash = _input_hash(code, runtime_hash, layout, python_version, arch, memory_mb, timeout_s)
+    runtime_hash = input_hash(runtime_files)  # hashed once: the wheels are most of the bytes
+    inputs = input_hash(code, runtime_hash, layout, python_version, arch, memory_mb, timeout_s)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "package.json"
-    previous = _previous(record_path, input_hash)
+    previous = previous_record(record_path, LambdaPackage, inputs, _intact)
     if previous is not None:
         return previous
 
     check_loadable(variant_dir)
     common = dict(handler=HANDLER, python_version=python_version, arch=arch, model=manifest.name,
                   variant=manifest.variant, model_format=manifest.model.format, requirements=requirements,
-                  layout=layout, input_hash=input_hash, layout_reason=reason, memory_mb=memory_mb,
+                  layout=layout, input_hash=inputs, layout_reason=reason, memory_mb=memory_mb,
                   timeout_s=timeout_s, model_sha256=manifest.model.sha256, warnings=warnings)
     if layout == "image":
         from edgemaas.packaging.awslambda.image import write_image_context
@@ -172,15 +171,11 @@ def _runtime_bytecode(runtime_files: dict[str, Path | bytes], deps: Path, python
     folder = cache / "lambda-bytecode" / f"{deps.name}-{hashlib.sha256(python.encode()).hexdigest()[:8]}"
     if not (folder / ".complete").exists():
         compiled = compile_bytecode(runtime_files, python)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for name, data in compiled.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_bytes(data)
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / ".complete").write_text("")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        with atomic_dir(folder) as tmp:
+            for name, data in compiled.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(data)
+            (tmp / ".complete").write_text("")
     return {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*.pyc"))}
 
 
@@ -216,7 +211,7 @@ def slim(files: Iterator[tuple[str, Path]]) -> Iterator[tuple[str, Path]]:
     Shared objects are never stripped (numpy.libs breaks if they are)."""
     for name, path in files:
         parts = name.split("/")
-        if _SKIP_DIRS & set(parts[:-1]) or name.endswith(_SKIP_SUFFIXES):
+        if SKIP_DIRS & set(parts[:-1]) or name.endswith(SKIP_SUFFIXES):
             continue
         if any(name == extra or (extra.endswith("/") and name.startswith(extra)) for extra in _RUNTIME_EXTRAS):
             continue
@@ -243,9 +238,7 @@ def _layer(runtime_files: dict[str, Path | bytes], digest: str, layers_dir: Path
     known = {"name": name, "zip_path": str(zip_path), "sha256": sha256_file(zip_path),
              "zipped_bytes": zip_path.stat().st_size, "unzipped_bytes": _unzipped(files),
              "requirements": requirements, "input_hash": digest}
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=2) + "\n")
-    os.replace(tmp, record)
+    atomic_write_json(record, known)
     return known
 
 
@@ -253,35 +246,13 @@ def _unzipped(files: dict[str, Path | bytes]) -> int:
     return sum(source.stat().st_size if isinstance(source, Path) else len(source) for source in files.values())
 
 
-def _input_hash(files: dict[str, Path | bytes], *settings: object) -> str:
-    """A content hash of the package's inputs (names, bytes, settings)."""
-    digest = hashlib.sha256(json.dumps([str(s) for s in settings]).encode())
-    for name in sorted(files):
-        source = files[name]
-        digest.update(name.encode() + b"\0")
-        digest.update(sha256_file(source).encode() if isinstance(source, Path) else hashlib.sha256(source).digest())
-    return digest.hexdigest()[:16]
-
-
-def _previous(record_path: Path, input_hash: str) -> LambdaPackage | None:
-    """The package already built from the same inputs, if its files are still there and intact."""
-    try:
-        data = json.loads(record_path.read_text())
-        package = LambdaPackage(**data)
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
-        return None
-    if package.input_hash != input_hash:
-        return None
-    if package.layout in ("zip", "layer"):
-        if not Path(package.zip_path).exists() or sha256_file(Path(package.zip_path)) != package.sha256:
-            return None
-    if package.layer and (not Path(package.layer["zip_path"]).exists()
-                          or sha256_file(Path(package.layer["zip_path"])) != package.layer["sha256"]):
-        return None
-    if package.image_context and not (Path(package.image_context) / "Dockerfile").exists():
-        return None
-    package.reused = True
-    return package
+def _intact(package: LambdaPackage) -> bool:
+    """The recorded package's files are still there and unchanged."""
+    if package.layout in ("zip", "layer") and not file_intact(package.zip_path, package.sha256):
+        return False
+    if package.layer and not file_intact(package.layer["zip_path"], package.layer["sha256"]):
+        return False
+    return not package.image_context or (Path(package.image_context) / "Dockerfile").exists()
 
 
 def _describe_model(variant_dir: str) -> dict:
@@ -300,56 +271,7 @@ def check_loadable(variant_dir: Path) -> dict:
 
 def _code_files() -> Iterator[tuple[str, Path | bytes]]:
     """The handler as handler.py, and edgemaas/runtime/ verbatim under an import-light edgemaas/__init__.py."""
-    yield "handler.py", Path(str(resources.files("functions") / "aws_lambda.py"))
+    yield "handler.py", handler_file()
     yield "edgemaas/__init__.py", RUNTIME_PACKAGE_INIT.encode()
     runtime_dir = Path(str(resources.files("edgemaas.runtime")))
-    yield from _tree(runtime_dir, "edgemaas/runtime/")
-
-
-def _tree(root: Path, prefix: str) -> Iterator[tuple[str, Path]]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for name in sorted(filenames):
-            if name.endswith(_SKIP_SUFFIXES) or name == ".complete":
-                continue
-            path = Path(dirpath) / name
-            yield prefix + path.relative_to(root).as_posix(), path
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete `.NAME.<pid>.tmp` files left by a writer of `path` that was killed (its process is gone)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2:-len(".tmp")]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_deterministic_zip(zip_path: Path, files: dict[str, Path | bytes]) -> None:
-    """Sorted entries, fixed timestamps, normalised modes; written to a temporary name and renamed into place."""
-    remove_stale_temporaries(zip_path)
-    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            for name in sorted(files):
-                source = files[name]
-                data = source.read_bytes() if isinstance(source, Path) else source
-                executable = isinstance(source, Path) and bool(source.stat().st_mode & stat.S_IXUSR)
-                info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
-                info.external_attr = ((0o100755 if executable else 0o100644) & 0xFFFF) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, data, compresslevel=9)
-        os.replace(tmp, zip_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
+    yield from tree(runtime_dir, "edgemaas/runtime/")

@@ -27,12 +27,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import jinja2
 import yaml
 
+from edgemaas.aws.names import LAMBDA_SERVICE, LOG_GROUP_ACTIONS
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_path, atomic_write_text
+from edgemaas.packaging.common.templates import register_filters, render
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "templates"
 SERVERLESS_TEMPLATE = "serverless.yml.j2"
 SAM_TEMPLATE = "template.yaml.j2"
 BUILTIN_MODELS = ("linear", "cnn", "rnn", "nlp")
@@ -100,9 +101,8 @@ def link_artifacts(records: list[dict]) -> list[Path]:
         except OSError:
             if not source.is_file():
                 continue
-            tmp = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, alias)
+            with atomic_path(alias) as tmp:
+                shutil.copyfile(source, tmp)
         made.append(alias)
     return made
 
@@ -113,11 +113,7 @@ def _yaml_scalar(value: Any) -> str:
     return text.removesuffix("\n...\n").removesuffix("\n")
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.filters["y"] = _yaml_scalar
-    return env
+register_filters(y=_yaml_scalar)
 
 
 def _relative(path: str | os.PathLike[str], base_dir: Path) -> str:
@@ -235,32 +231,21 @@ def render_serverless(records: list[dict], service: str = "edgemaas", region: st
         uploads[basename] = artifact
     context.update(service=service, region=region, command=command or
                    f"python -m edgemaas.packaging.awslambda.serverless {context['names']} --serverless serverless.yml")
-    return _environment().get_template(SERVERLESS_TEMPLATE).render(context)
+    return render(SERVERLESS_TEMPLATE, context)
 
 
 def render_sam(records: list[dict], base_dir: Path = Path("."), stage: str = "dev", function_url: bool = False,
                command: str | None = None) -> str:
     """An AWS SAM `template.yaml` for the packaged models (same checks as render_serverless)."""
-    from edgemaas.aws.policy import LAMBDA_SERVICE, LOG_GROUP_ACTIONS
-
     context = _context(records, base_dir, stage, function_url)
     context["command"] = command or f"python -m edgemaas.packaging.awslambda.serverless {context['names']} --sam template.yaml"
     context.update(lambda_service=LAMBDA_SERVICE, log_actions=LOG_GROUP_ACTIONS)
-    return _environment().get_template(SAM_TEMPLATE).render(context)
+    return render(SAM_TEMPLATE, context)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same directory and os.replace, so that a reader never
-    sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write text to path so that a reader never sees half a file (edgemaas.fsutil)."""
+    atomic_write_text(path, text)
 
 
 def load_records(dist: Path, names: list[str] | None = None) -> list[dict]:

@@ -20,13 +20,7 @@ beside it records the input hash). The recipe is also written beside the tar, si
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
-import os
 import re
-import stat
-import tarfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,8 +30,11 @@ from edgemaas.errors import UserError
 from edgemaas.runtime import MANIFEST_NAME, ModelLoadError, read_manifest
 from edgemaas.runtime.manifest import Manifest, sha256_file
 from edgemaas.packaging.common import dependencies
-from edgemaas.packaging.awslambda.image import TEMPLATES, render
-from edgemaas.packaging.awslambda.lambda_zip import _input_hash, _tree, check_loadable, default_python_version
+from edgemaas.fsutil import atomic_write_bytes, atomic_write_json
+from edgemaas.packaging.awslambda.lambda_zip import check_loadable, default_python_version
+from edgemaas.packaging.common.archives import FIXED_MTIME, write_deterministic_tar
+from edgemaas.packaging.common.inputs import file_intact, input_hash, previous_record, tree
+from edgemaas.packaging.common.templates import render_plain, templates_dir
 from edgemaas.packaging.common.secrets import check_no_secrets
 
 PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
@@ -51,7 +48,6 @@ ARMV7L_TFLITE_RUNTIME = {"3.7": "2.11.0", "3.9": "2.13.0"}
 ARMV7L_TAGS = ["manylinux2014_armv7l", "linux_armv7l"]
 PIWHEELS = "https://www.piwheels.org/simple"
 ARMV7L_NUMPY = "numpy>=1.21.2,<2"  # tflite-runtime 2.13 needs numpy >= 1.21.2 and was built against numpy 1.x
-FIXED_MTIME = 315532800  # 1980-01-01, as the Lambda zips
 DEFAULT_PORT = 8080
 BUCKET_PLACEHOLDER = "REPLACE-WITH-YOUR-BUCKET"
 TEMPLATE_DIR = "edge"
@@ -83,7 +79,7 @@ class EdgeBundle:
 
     def save(self, path: Path) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "reused"}
-        _write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+        atomic_write_json(path, data)
 
 
 def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = "linux_x86_64",
@@ -125,14 +121,14 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
     files[f"{top}/requirements.txt"] = ("\n".join([*index_lines, *requirements]) + "\n").encode()
     if with_deps:
         files.update({f"{top}/wheels/{w.name}": w for w in wheels})
-    templates = {f"templates/{TEMPLATE_DIR}/{t}": TEMPLATES / TEMPLATE_DIR / t for t in _TEMPLATES}
+    templates = {f"templates/{TEMPLATE_DIR}/{t}": templates_dir() / TEMPLATE_DIR / t for t in _TEMPLATES}
     bucket = s3_bucket or BUCKET_PLACEHOLDER
-    input_hash = _input_hash({**files, **templates}, "edge", platform, python_version, with_deps, bucket,
+    inputs = input_hash({**files, **templates}, "edge", platform, python_version, with_deps, bucket,
                              component_version, __version__)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "package.json"
-    previous = _previous(record_path, input_hash)
+    previous = previous_record(record_path, EdgeBundle, inputs, _intact)
     if previous is not None:
         return previous
 
@@ -144,17 +140,17 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
         model_sha256=manifest.model.sha256, runtime=requirements[-1].split("=")[0], platform=platform,
         platform_name=platform.removeprefix("linux_"), greengrass_arch=_GREENGRASS_ARCH[platform],
         python_version=python_version, requirements=requirements, with_deps=with_deps, port=DEFAULT_PORT,
-        install_dir=f"/opt/{top}", tar_name=tar_name, input_hash=input_hash, component_version=component_version,
-        bucket=bucket, artifact_uri=f"s3://{bucket}/edgemaas/{manifest.name}/{input_hash}/{tar_name}",
+        install_dir=f"/opt/{top}", tar_name=tar_name, input_hash=inputs, component_version=component_version,
+        bucket=bucket, artifact_uri=f"s3://{bucket}/edgemaas/{manifest.name}/{inputs}/{tar_name}",
         glibc=glibc, notes=notes,
         pip_source='--no-index --find-links "{work:path}/' + top + '/wheels"' if with_deps else "",
         pip_source_manual=f"--no-index --find-links /opt/{top}/wheels " if with_deps else "",
         extra_install=_extra_install(platform),
     )
-    recipe = render(f"{TEMPLATE_DIR}/greengrass-recipe.yaml.j2", **context)
-    files[f"{top}/{names['unit_name']}"] = render(f"{TEMPLATE_DIR}/edge.service.j2", **context).encode()
+    recipe = render_plain(f"{TEMPLATE_DIR}/greengrass-recipe.yaml.j2", **context)
+    files[f"{top}/{names['unit_name']}"] = render_plain(f"{TEMPLATE_DIR}/edge.service.j2", **context).encode()
     files[f"{top}/greengrass-recipe.yaml"] = recipe.encode()
-    files[f"{top}/README.txt"] = render(f"{TEMPLATE_DIR}/README.txt.j2", **context).encode()
+    files[f"{top}/README.txt"] = render_plain(f"{TEMPLATE_DIR}/README.txt.j2", **context).encode()
 
     wheel_names = {f"{top}/wheels/{w.name}" for w in wheels} if with_deps else set()
     check_no_secrets({n: f for n, f in files.items() if n not in wheel_names})  # by name and content
@@ -162,14 +158,14 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
     tar_path = out_dir / tar_name
     write_deterministic_tar(tar_path, files)
     recipe_path = out_dir / "greengrass-recipe.yaml"
-    _write_atomic(recipe_path, recipe.encode())
+    atomic_write_bytes(recipe_path, recipe.encode())
     bundle = EdgeBundle(
         tar_path=str(tar_path), sha256=sha256_file(tar_path), bytes=tar_path.stat().st_size, module=module,
         top_dir=top, model=manifest.name, variant=manifest.variant, model_format=manifest.model.format,
         model_sha256=manifest.model.sha256, platform=platform, python_version=python_version,
         requirements=requirements, with_deps=with_deps, wheels=[w.name for w in wheels] if with_deps else [],
         recipe_path=str(recipe_path), component_name=names["component_name"], artifact_uri=context["artifact_uri"],
-        input_hash=input_hash, warnings=notes,
+        input_hash=inputs, warnings=notes,
     )
     bundle.save(record_path)
     return bundle
@@ -241,60 +237,16 @@ def _code_files(module: str, top: str, manifest: Manifest, variant_dir: Path) ->
     values = {"module": module, "name": manifest.name, "variant": manifest.variant, "model_file": manifest.model.file,
               "model_sha256": manifest.model.sha256, "runtime": dependencies.RUNTIME_FOR_FORMAT[manifest.model.format]}
     files: dict[str, Path | bytes] = {
-        f"{package}/__init__.py": render(f"{TEMPLATE_DIR}/__init__.py.j2", **values).encode(),
-        f"{package}/__main__.py": render(f"{TEMPLATE_DIR}/__main__.py.j2", **values).encode(),
+        f"{package}/__init__.py": render_plain(f"{TEMPLATE_DIR}/__init__.py.j2", **values).encode(),
+        f"{package}/__main__.py": render_plain(f"{TEMPLATE_DIR}/__main__.py.j2", **values).encode(),
     }
-    files.update(_tree(Path(str(resources.files("edgemaas.edge_entry"))), f"{package}/edge_entry/"))
-    files.update(_tree(Path(str(resources.files("edgemaas.runtime"))), f"{package}/runtime/"))
+    files.update(tree(Path(str(resources.files("edgemaas.edge_entry"))), f"{package}/edge_entry/"))
+    files.update(tree(Path(str(resources.files("edgemaas.runtime"))), f"{package}/runtime/"))
     files[f"{package}/model/{manifest.model.file}"] = variant_dir / manifest.model.file
     files[f"{package}/model/{MANIFEST_NAME}"] = variant_dir / MANIFEST_NAME
     return files
 
 
-def write_deterministic_tar(tar_path: Path, files: dict[str, Path | bytes]) -> None:
-    """A gzipped tar whose bytes depend on the content only: directories listed, entries sorted, fixed mtime,
-    uid/gid 0 with no names, modes 0755/0644, no name or time in the gzip header. Written to a temporary name and
-    renamed into place."""
-    directories = {"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)}
-    tmp = tar_path.with_name(f".{tar_path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as zipped, \
-                tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            for name in sorted(directories | set(files)):
-                info = tarfile.TarInfo(name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = FIXED_MTIME, 0, 0, "", ""
-                if name in directories:
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    archive.addfile(info)
-                    continue
-                source = files[name]
-                data = source.read_bytes() if isinstance(source, Path) else source
-                executable = isinstance(source, Path) and bool(source.stat().st_mode & stat.S_IXUSR)
-                info.size, info.mode = len(data), 0o755 if executable else 0o644
-                archive.addfile(info, io.BytesIO(data))
-        os.replace(tmp, tar_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _previous(record_path: Path, input_hash: str) -> EdgeBundle | None:
-    """The bundle already built from the same inputs, if its tar is still there and intact."""
-    try:
-        bundle = EdgeBundle(**json.loads(record_path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
-        return None
-    tar = Path(bundle.tar_path)
-    if bundle.input_hash != input_hash or not tar.exists() or sha256_file(tar) != bundle.sha256:
-        return None
-    if bundle.recipe_path and not Path(bundle.recipe_path).exists():
-        return None
-    bundle.reused = True
-    return bundle
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _intact(bundle: EdgeBundle) -> bool:
+    """The recorded bundle's tar is still there and unchanged, and so is its recipe."""
+    return file_intact(bundle.tar_path, bundle.sha256) and (not bundle.recipe_path or Path(bundle.recipe_path).exists())

@@ -26,14 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from edgemaas import __version__
 from edgemaas.errors import UserError
 from edgemaas.runtime import MANIFEST_NAME
 from edgemaas.runtime.errors import ModelLoadError
 from edgemaas.runtime.manifest import Manifest, ModelFile, TensorSpec, read_manifest, read_verified_model, sha256_bytes
-from edgemaas.packaging.awslambda.serverless import TEMPLATES_DIR
+from edgemaas.packaging.common.templates import register_filters, render
 from edgemaas.packaging.mcu.tflite_graph import FLOAT_TYPES, Graph, Tensor, freeze_shapes, read_graph
 from edgemaas.packaging.mcu.tflm_ops import AVOID, GENERIC_AVOID, TFLM_BUILTIN_OPS, TFLM_CUSTOM_OPS, TFLM_SOURCE
 
@@ -292,15 +290,15 @@ def _comment(text: object) -> str:
     return str(text).replace("*/", "* /").replace("\n", " ")
 
 
+def _g9(value: float) -> str:
+    return f"{value:.9g}"
+
+
+def _kb(n: float) -> str:
+    return f"{n / 1024:.1f} KB"
+
+
 def _render(package: McuPackage, manifest: Manifest, ident: str, model: bytes) -> dict[str, str]:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR / "mcu")),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                             lstrip_blocks=True, autoescape=False)
-    env.filters["c"] = _comment
-    env.filters["cfloat"] = _c_float
-    env.filters["g9"] = lambda value: f"{value:.9g}"
-    env.filters["wrap"] = _wrap_comment
-    env.filters["kb"] = lambda n: f"{n / 1024:.1f} KB"
     context = {
         "p": package, "ident": ident, "camel": c_camel(ident), "version": __version__, "task": manifest.task,
         "model_file": MODEL_FILE, "source_dir": f"build/{manifest.name}/{manifest.variant}",
@@ -313,10 +311,10 @@ def _render(package: McuPackage, manifest: Manifest, ident: str, model: bytes) -
         "fixed": _FIXED,
     }
     return {
-        f"{ident}_model_data.h": env.get_template("model_data.h.j2").render(context),
-        f"{ident}_model_data.cc": env.get_template("model_data.cc.j2").render(context, rows=_hex_rows(model)),
-        f"{ident}_op_resolver.h": env.get_template("op_resolver.h.j2").render(context),
-        "SUMMARY.md": env.get_template("SUMMARY.md.j2").render(context),
+        f"{ident}_model_data.h": render("mcu/model_data.h.j2", context),
+        f"{ident}_model_data.cc": render("mcu/model_data.cc.j2", context, rows=_hex_rows(model)),
+        f"{ident}_op_resolver.h": render("mcu/op_resolver.h.j2", context),
+        "SUMMARY.md": render("mcu/SUMMARY.md.j2", context),
     }
 
 
@@ -412,3 +410,6 @@ def _replace_dir(out_dir: Path, files: dict[str, str | bytes]) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+register_filters(c=_comment, cfloat=_c_float, g9=_g9, wrap=_wrap_comment, kb=_kb)

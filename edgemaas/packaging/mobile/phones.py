@@ -38,7 +38,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
 from edgemaas.errors import StageFailed, UserError
@@ -46,7 +45,7 @@ from edgemaas.isolate import run_isolated
 from edgemaas.runtime import MANIFEST_NAME, Manifest, ModelLoadError, TensorSpec, read_manifest
 from edgemaas.runtime.manifest import read_verified_model, sha256_file
 from edgemaas.runtime.text import _TOKEN, OOV_ID, PAD_ID
-from edgemaas.packaging.awslambda.serverless import TEMPLATES_DIR
+from edgemaas.packaging.common.templates import register_filters, render
 
 PLATFORMS = ("android", "ios")
 RECORD_NAME = "mobile.json"
@@ -537,7 +536,6 @@ def _render_snippets(platform: str, reference: Manifest, models: dict[str, dict]
                      staging: Path, package: MobilePackage) -> dict[str, str]:
     """Render the LiteRT snippet (for the primary .tflite) and the onnxruntime one (for the .ort); returns
     snippet file name -> the model file it runs."""
-    env = _environment()
     cls = class_name(reference.name)
     written: dict[str, str] = {}
     primary = _primary_tflite(models)
@@ -550,8 +548,7 @@ def _render_snippets(platform: str, reference: Manifest, models: dict[str, dict]
             package.warnings.append(f"no {pattern.format(cls=cls)}: {problem}")
             continue
         file_name = pattern.format(cls=cls)
-        text = env.get_template(f"mobile/{template}").render(cls=cls + ("Ort" if model_file == ort else ""),
-                                                             **context)
+        text = render(f"mobile/{template}", cls=cls + ("Ort" if model_file == ort else ""), **context)
         _write_text(staging / file_name, text)
         written[file_name] = model_file
     return written
@@ -641,13 +638,6 @@ def _broadcastable(value: Any, sample_shape: list[int]) -> list[float]:
     return [float(v) for v in np.broadcast_to(array, sample_shape).reshape(-1)]
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.filters.update(kstr=kotlin_string, sstr=swift_string, kfloat=_kotlin_float, sfloat=_swift_float)
-    return env
-
-
 def kotlin_string(value: str) -> str:
     """A Kotlin string literal (`$` escaped: it starts a template)."""
     escaped = json.dumps(str(value), ensure_ascii=True)[1:-1].replace("$", "\\$")
@@ -708,3 +698,6 @@ def _publish(staging: Path, out_dir: Path, package: MobilePackage) -> None:
         if "/" not in stale and stale != RECORD_NAME:
             (out_dir / stale).unlink(missing_ok=True)
     package.save(out_dir / RECORD_NAME)
+
+
+register_filters(kstr=kotlin_string, sstr=swift_string, kfloat=_kotlin_float, sfloat=_swift_float)
