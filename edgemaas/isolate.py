@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgemaas.errors import StageFailed, UserError
+from edgemaas.fsutil import atomic_write_bytes
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float, log_path: Path | None = None) -> Any:
@@ -77,9 +78,7 @@ def _main(job_path: str, result_path: str) -> None:
         outcome = ("user-error", str(exc))
     except BaseException as exc:  # every failure goes back to the parent as a message
         outcome = ("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
-    tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(outcome))
-    os.replace(tmp, result_path)
+    atomic_write_bytes(result_path, pickle.dumps(outcome), fsync=False)  # read by the parent; no crash to outlive
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ the .onnx with onnx.helper.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from edgemaas.errors import StageFailed, UserError
+from edgemaas.fsutil import atomic_path
 from edgemaas.isolate import run_isolated
 
 SHAPE = [1, 4]
@@ -20,16 +20,14 @@ def identity_model(model_format: str, cache: Path) -> Path:
     path = cache / "bench" / f"identity-{SHAPE[0]}x{SHAPE[1]}.{model_format}"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if model_format == "tflite":
-            run_isolated(write_identity_tflite, str(tmp), timeout=300)
-        else:
-            write_identity_onnx(str(tmp))
+        with atomic_path(path, keep_suffix=True) as tmp:
+            if model_format == "tflite":
+                run_isolated(write_identity_tflite, str(tmp), timeout=300)
+            else:
+                write_identity_onnx(str(tmp))
     except StageFailed as exc:
         raise UserError(f"could not make the identity model for the floor: {exc}") from None
-    os.replace(tmp, path)
     return path
 
 

@@ -6,11 +6,10 @@ matplotlib is imported inside the plotting functions, so reading or tabulating r
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+from edgemaas.fsutil import atomic_write_many
 from edgemaas.units import human_size
 from edgemaas.bench.results import BenchResult, Goal, ServerResult
 
@@ -286,18 +285,7 @@ def write_results(result: BenchResult, out_dir: Path) -> list[Path]:
         MARKDOWN_NAME: lambda p: p.write_text(markdown_report(result), encoding="utf-8"),
         JSON_NAME: lambda p: p.write_text(text, encoding="utf-8"),
     }
-    staged: dict[Path, Path] = {}
-    try:
-        for name, write in writers.items():
-            tmp = out_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-            staged[tmp] = out_dir / name
-            write(tmp)
-        for tmp, target in staged.items():
-            os.replace(tmp, target)
-    finally:
-        for tmp in staged:
-            tmp.unlink(missing_ok=True)
-    return list(staged.values())
+    return atomic_write_many({out_dir / name: write for name, write in writers.items()})
 
 
 def load_results(out_dir: Path) -> BenchResult:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_write_many
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -480,14 +479,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _staged(directory: Path, name: str, write: Callable[[Path], None], staged: list[Path]) -> None:
-    """Write one file under a hidden temporary name in `directory` (same filesystem, so os.replace is atomic)."""
-    # Not tempfile.mkstemp: its files are mode 0600, which os.replace would carry over to the report.
-    tmp = directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    staged.append(tmp)
-    write(tmp)
-
-
 def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     """Write report.json, report.md, size_vs_metric.png and latency.png into `directory` (created if needed).
 
@@ -506,15 +497,7 @@ def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:
         "markdown": lambda p: p.write_text(render_markdown(report), encoding="utf-8"),
         "json": lambda p: p.write_text(text, encoding="utf-8"),
     }
-    staged: list[Path] = []
-    try:
-        for key, target in targets.items():
-            _staged(directory, target.name, writers[key], staged)
-        for tmp, target in zip(staged, targets.values()):
-            os.replace(tmp, target)
-    finally:
-        for tmp in staged:  # after a failure; after success they have all been moved away
-            tmp.unlink(missing_ok=True)
+    atomic_write_many({target: writers[key] for key, target in targets.items()})
     return {"json": targets["json"], "markdown": targets["markdown"], "size_vs_metric": targets["size_vs_metric"],
             "latency": targets["latency"]}
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 from edgemaas import __version__
 from edgemaas.train import architectures, datasets
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_dir, atomic_path
 from edgemaas.compress.evaluation import metrics
 from edgemaas.runtime import Manifest, ModelFile, TensorSpec
 from edgemaas.runtime.processing import InputProcessor, OutputProcessor
@@ -102,38 +101,34 @@ def train(spec: Spec, ws: Workspace) -> Manifest:
         measured.update(ds.baseline)
 
     out = ws.variant_dir(spec.name, FLOAT_VARIANT)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save(tmp / "model.keras")
-    manifest = Manifest(
-        name=spec.name, variant=FLOAT_VARIANT, task=ds.task,
-        model=_model_file(tmp / "model.keras", "keras"),
-        inputs=[_keras_spec(t) for t in model.inputs], outputs=[_keras_spec(t) for t in model.outputs],
-        preprocessing=[pre], postprocessing=post, limits=dict(DEFAULT_LIMITS),
-        provenance={"created_by": f"edgemaas {__version__}", "pass": "train", "architecture": spec.model.architecture,
-                    "dataset": ds.source, "epochs_run": len(history.history["loss"]),
-                    "train_samples": int(len(ds.x_train)), "parameters": int(model.count_params()),
-                    "settings": spec.train.model_dump()},
-        metrics={"held_out": measured},
-    )
-    manifest.save(tmp)
-    _save_data(ws.data_file(spec.name), ds)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    # Built in a temporary sibling folder and swapped in whole: a killed run leaves the previous model (or none).
+    with atomic_dir(out) as tmp:
+        model.save(tmp / "model.keras")
+        manifest = Manifest(
+            name=spec.name, variant=FLOAT_VARIANT, task=ds.task,
+            model=_model_file(tmp / "model.keras", "keras"),
+            inputs=[_keras_spec(t) for t in model.inputs], outputs=[_keras_spec(t) for t in model.outputs],
+            preprocessing=[pre], postprocessing=post, limits=dict(DEFAULT_LIMITS),
+            provenance={"created_by": f"edgemaas {__version__}", "pass": "train",
+                        "architecture": spec.model.architecture, "dataset": ds.source,
+                        "epochs_run": len(history.history["loss"]),
+                        "train_samples": int(len(ds.x_train)), "parameters": int(model.count_params()),
+                        "settings": spec.train.model_dump()},
+            metrics={"held_out": measured},
+        )
+        manifest.save(tmp)
+        _save_data(ws.data_file(spec.name), ds)
     return manifest
 
 
 def _save_data(path: Path, ds: datasets.Dataset) -> None:
     """The splits, raw, for conversion (representative data) and evaluation of every variant."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-
     def raw(x: np.ndarray) -> np.ndarray:
         return x.astype(str) if ds.kind == "text" else x
 
-    np.savez_compressed(tmp, x_train=raw(ds.x_train), y_train=ds.y_train, x_test=raw(ds.x_test), y_test=ds.y_test)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # numpy would append .npz to a name without it
+        np.savez_compressed(tmp, x_train=raw(ds.x_train), y_train=ds.y_train, x_test=raw(ds.x_test),
+                            y_test=ds.y_test)
 
 
 def _keras_spec(tensor: Any) -> TensorSpec:

@@ -2,7 +2,7 @@
 
 Each public function is a job for `edgemaas.isolate.run_isolated`: picklable arguments (paths, numbers), a JSON-able
 dict of notes back. A converter or a quantizer can crash the interpreter, which is why they run in a child process.
-Every job writes `<out>.partial`, checks that it loads in onnxruntime (CPU) and runs on more than one sample, and
+Every job writes a temporary beside `out_path` (edgemaas.fsutil's naming), checks that it loads in onnxruntime (CPU) and runs on more than one sample, and
 only then renames it to `out_path`: a file at `out_path` is always a model that ran.
 
 Sample inputs (`.npy`) are already preprocessed, as the model takes them. A model with several inputs takes an
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemaas.errors import StageFailed, UserError
+from edgemaas.fsutil import remove_stale_temporaries, temp_path
 
 MIN_OPSET = 17
 SOURCE_FORMATS = ("keras", "tflite")
@@ -333,7 +333,10 @@ def _quantize_job(name: str, source_path: str, out_path: str, settings: dict,
 
     notes: dict[str, Any] = {"pass": name, "settings": settings, "warnings": []}
     out = Path(out_path)
-    scratch = Path(tempfile.mkdtemp(prefix=".onnx-pass-", dir=out.parent))
+    scratch_for = out.with_name(f"{out.name}.scratch")
+    remove_stale_temporaries(scratch_for)
+    scratch = temp_path(scratch_for)
+    scratch.mkdir()
     partial = _partial(out_path)
     try:
         source, notes["preprocess"] = _preprocess(source_path, scratch / "preprocessed.onnx")
@@ -527,7 +530,9 @@ def _require_file(path: str) -> None:
 
 
 def _partial(out_path: str) -> Path:
-    return Path(f"{out_path}.partial")
+    """The temporary a job writes before it is checked and moved to `out_path` (fsutil's one naming scheme)."""
+    remove_stale_temporaries(out_path)
+    return temp_path(out_path, keep_suffix=True)
 
 
 def _session(path: str | Path) -> Any:

@@ -10,11 +10,12 @@ batch of 1 when the model has recurrent layers) and integer modes an *unrolled* 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgemaas.fsutil import atomic_write_bytes
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 RECURRENT = ("GRU", "LSTM", "SimpleRNN")
@@ -122,6 +123,4 @@ def convert_keras(source_path: str, out_path: str, mode: str, representative_pat
 
 
 def write_atomic(path: Path, content: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, content)

@@ -7,11 +7,11 @@ so the report can say so. Jobs run in child processes (edgemaas.isolate).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from edgemaas.fsutil import atomic_path
 
 
 def _tfmot() -> Any:
@@ -156,7 +156,5 @@ def weight_sparsity(weights: list[np.ndarray]) -> float:
 
 
 def _save(model: Any, out_path: str) -> None:
-    path = Path(out_path)
-    tmp = path.with_name(f".partial.{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(out_path, keep_suffix=True) as tmp:  # Keras picks the format from the extension
+        model.save(tmp)
