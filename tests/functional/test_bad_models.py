@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from edgemaas.errors import UserError
-from edgemaas.lambda_local import invoke_local
+from edgemaas.local import invoke_local
 from edgemaas.packaging.edge.bundle import package_edge
 from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 from edgemaas.pipeline import chosen_variant

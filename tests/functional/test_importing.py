@@ -11,7 +11,7 @@ import pytest
 
 from edgemaas.errors import UserError
 from edgemaas.user_models.importing import detect_format, import_model
-from edgemaas.lambda_local import invoke_local
+from edgemaas.local import invoke_local
 from edgemaas.targets import package_for_lambda
 from edgemaas.runtime import load_model
 from edgemaas.workspace import Workspace

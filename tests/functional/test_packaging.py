@@ -120,7 +120,7 @@ def test_zip_is_slim_but_keeps_licences_and_shared_libraries(packaged_cnn: Path)
 
 
 def test_layer_layout_and_local_invoke_with_the_layer(trained: Workspace, tmp_path: Path) -> None:
-    from edgemaas.lambda_local import invoke_local
+    from edgemaas.local import invoke_local
 
     package = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "cnn", trained.cache(),
                              layout="layer", layers_dir=tmp_path / "layers")

@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edgemaas.cli import cli
-from edgemaas.lambda_local import invoke_local
+from edgemaas.local import invoke_local
 from tests.conftest import MODELS
 
 # Loads the real handler (and so the model), serves one request, and reports what the process could import.

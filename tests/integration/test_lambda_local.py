@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgemaas.lambda_local import LocalLambdaError, invoke_local, runtime_client_dir
+from edgemaas.local import LocalLambdaError, invoke_local, runtime_client_dir
 
 # Echoes the event and proves which process served it (pid + module-level counter).
 ECHO_HANDLER = """
