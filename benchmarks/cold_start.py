@@ -13,7 +13,6 @@ layer (goal <= 40 MB).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgemaas.bench import run_bench
     from edgemaas.bench.report import heading, ms, size
+    from edgemaas.fsutil import atomic_write_json
     from edgemaas.packaging.awslambda.lambda_zip import package_lambda
     from edgemaas.pipeline import chosen_variant, compress_spec
     from edgemaas.spec import load_spec
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     print("\n".join("| " + " | ".join(row) + " |" for row in rows))
     if args.json:
-        args.json.write_text(json.dumps({**result.to_dict(), "layer_layout_sizes": sizes}, indent=2) + "\n")
+        atomic_write_json(args.json, {**result.to_dict(), "layer_layout_sizes": sizes})
     return 0
 
 

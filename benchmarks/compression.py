@@ -37,6 +37,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from edgemaas.bench.run import cpu_name  # noqa: E402
+from edgemaas.fsutil import atomic_write_json  # noqa: E402
+from edgemaas.units import PERCENT_METRICS, format_metric, metric_label  # noqa: E402
 
 BUILTINS = ("linear", "cnn", "rnn", "nlp")
 MIN_PARAMS = 10_000
@@ -341,9 +343,8 @@ def _drop_check(name: str, card: dict[str, Any], rows_by: dict[str, dict[str, An
 
 
 def _metric(card: dict[str, Any], value: float) -> str:
-    if card["metric"] in ("accuracy", "agreement"):
-        return f"{value * 100:.2f}%"
-    return f"{card['metric'].replace('_', '-').upper()} {value:.4g}"
+    text = format_metric(card["metric"], value)
+    return text if card["metric"] in PERCENT_METRICS else f"{metric_label(card['metric']).upper()} {text}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -509,13 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
 
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "workdir": str(args.workdir.resolve()),
-                                         "targets": {"size_ratio": SIZE_TARGET, "min_parameters": MIN_PARAMS,
-                                                     "pruned_int8_gzip_ratio": PRUNED_GZIP_TARGET,
-                                                     "int8_metric_drop": DROP_TARGETS},
-                                         "compress_seconds": seconds, "errors": errors, "models": results,
-                                         "markdown": text}, indent=2, default=str) + "\n")
+        atomic_write_json(args.json, {"environment": env, "workdir": str(args.workdir.resolve()),
+                                      "targets": {"size_ratio": SIZE_TARGET, "min_parameters": MIN_PARAMS,
+                                                  "pruned_int8_gzip_ratio": PRUNED_GZIP_TARGET,
+                                                  "int8_metric_drop": DROP_TARGETS},
+                                      "compress_seconds": seconds, "errors": errors, "models": results,
+                                      "markdown": text}, default=str)
         err.print(f"JSON: {args.json}", highlight=False)
     return 1 if errors else 0
 

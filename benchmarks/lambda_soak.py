@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from edgemaas.errors import UserError
+    from edgemaas.fsutil import atomic_write_json
     from edgemaas.packaging.awslambda.lambda_zip import package_lambda
     from edgemaas.pipeline import chosen_variant
     from edgemaas.workspace import Workspace
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_soak(package, samples, args.invokes, args.memory_mb, not args.no_baseline,
                           report=lambda message: print(message, file=sys.stderr, flush=True))
     if args.json:
-        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        atomic_write_json(args.json, asdict(result))
     print(markdown(result))
     for example in result.error_examples:
         print(f"error: {example}", file=sys.stderr)

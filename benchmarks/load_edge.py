@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edgemaas.fsutil import atomic_write_json  # noqa: E402 (after the path set-up)
 from edgemaas.local.process import proc_memory_kb  # noqa: E402 (after the path set-up)
 
 WARMUP_SHARE = 0.10
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_load(model_dir, args.requests, args.concurrency, args.batch, args.workers, args.sample_interval,
                       args.data, report=lambda message: print(message, file=sys.stderr, flush=True))
     if args.json:
-        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        atomic_write_json(args.json, asdict(result))
     print(markdown(result))
     for example in result.error_examples:
         print(f"error: {example}", file=sys.stderr)

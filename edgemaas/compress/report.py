@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgemaas.errors import UserError
 from edgemaas.fsutil import atomic_write_many
+from edgemaas.units import PERCENT_METRICS, format_drop, format_metric
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -23,7 +24,6 @@ REPORT_MD = "report.md"
 SIZE_PLOT = "size_vs_metric.png"
 LATENCY_PLOT = "latency.png"
 
-PERCENT_METRICS = frozenset({"accuracy", "agreement"})
 METRIC_LABELS = {
     "accuracy": "accuracy",
     "agreement": "agreement with the original model",
@@ -51,18 +51,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def format_metric_value(metric: str, value: float | None) -> str:
-    """Accuracy and agreement as a percent with 2 decimals; RMSEs (and anything else) with 4 significant digits."""
-    if value is None:
-        return "-"
-    if metric in PERCENT_METRICS:
-        return f"{value * 100:.2f}%"
-    return f"{value:.4g}"
-
-
-def format_drop(drop: float | None, unit: str) -> str:
-    """A metric drop with its sign and unit: `+0.28 accuracy points`, `-0.10 % of RMSE`."""
-    return "-" if drop is None else f"{drop:+.2f} {unit}"
+format_metric_value = format_metric  # the name this module has always exported; one formatter in edgemaas.units
 
 
 def format_size(size_bytes: int | None) -> str:
