@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from edgemaas.errors import UserError
-from edgemaas.commands.common import console, handle_errors, out, read_event, workspace
+from edgemaas.commands.common import console, handle_errors, out, workspace
+from edgemaas.local.runtime_api import MAX_REQUEST_BYTES
 
 
 @click.command()
@@ -59,12 +60,14 @@ def invoke(target: str, local: bool, data: str | None, data_file: str | None, me
     if not local:
         from edgemaas.commands.aws import invoke_remote
 
+        if not batch_file and (data is not None or data_file is not None):
+            _check_parsable(read_event_bytes(data, data_file), data_file or "--data")
         invoke_remote(target, data, data_file, stage, function_name, region, profile, logs, batch_file,
                        output_file, concurrency)
         return
     if batch_file:
         raise click.UsageError("--batch invokes the deployed function; drop --local")
-    event = read_event(data, data_file)
+    event = read_event_bytes(data, data_file)  # sent as these bytes, as Lambda delivers them
     package = _package_path(target)
     results = invoke_local(package, [event] * repeat, layers=_layers_for(package), memory_mb=memory_mb,
                            timeout_s=timeout_s)
@@ -81,7 +84,9 @@ def invoke(target: str, local: bool, data: str | None, data_file: str | None, me
         raise click.ClickException(f"function error ({result.function_error}): {result.error_message}")
     if isinstance(result.payload, dict) and "error" in result.payload:
         raise click.ClickException(f"the function rejected the request: {result.payload['error'].get('message')}")
-
+    status = result.payload.get("statusCode") if isinstance(result.payload, dict) else None
+    if isinstance(status, int) and status >= 400:  # an HTTP event (API Gateway / Function URL) that got a 4xx/5xx
+        raise click.ClickException(f"the function answered HTTP {status}: {_http_error_message(result.payload)}")
 
 
 def _layers_for(package: Path) -> list[Path]:
@@ -122,3 +127,87 @@ def _package_path(target: str) -> Path:
             return candidate
     raise UserError(f"{target}: no function zip there, and no dist/{target}/lambda/function.zip; "
                     f"run `edgemaas package {target}` first")
+
+
+def read_event_bytes(data: str | None, data_file: str | None) -> bytes:
+    """The event as the bytes Lambda's Invoke API would get, checked the way it and the CLI check them.
+
+    Refused here, each as a one-line `Error: ...`: more than Lambda's 6 MB request limit, bytes that are not UTF-8,
+    text that is not JSON (exit 2, as before), and a repeated key (Lambda's runtime would keep only the last one,
+    silently). JSON that Python's parser cannot take (nesting deeper than ~1000, integers over 4300 digits, NaN) is
+    sent as it is: Lambda's runtime client refuses it with Runtime.UnmarshalError before the handler runs.
+    """
+    if (data is None) == (data_file is None):
+        raise click.UsageError("give the event with exactly one of --data or --data-file")
+    source = "--data" if data is not None else str(data_file)
+    if data is not None:
+        raw = data.encode("utf-8", "surrogateescape")
+    else:
+        try:
+            raw = Path(data_file).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{source}: cannot read the event: {exc.strerror or exc}") from None
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise UserError(f"{source}: the event is {len(raw):,} bytes; Lambda refuses synchronous invokes over "
+                        f"{MAX_REQUEST_BYTES:,} bytes (6 MB, RequestTooLargeException)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source}: the event is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "Lambda takes the event as UTF-8 JSON") from None
+    try:
+        json.loads(text, object_pairs_hook=_refuse_repeated_keys)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                 param_hint=source) from None
+    except _RepeatedKey as exc:
+        raise UserError(f"{source}: the event repeats the key {exc.key!r}; Lambda's runtime would keep only the "
+                        "last one, silently: send each key once") from None
+    except (RecursionError, ValueError):
+        pass  # Valid JSON that Python's parser refuses: Lambda's runtime refuses it too, and says so.
+    return raw
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
+def _check_parsable(raw: bytes, source: str) -> None:
+    """The remote invoke sends the parsed event, so it needs one Python can parse (else a clean error)."""
+    try:
+        json.loads(raw)
+    except RecursionError:
+        raise UserError(f"{source}: the event is nested too deeply for Python's JSON parser; Lambda's Python runtime "
+                        "would refuse it too (Runtime.UnmarshalError) before the handler runs") from None
+    except ValueError as exc:
+        raise UserError(f"{source}: {exc}; Lambda's Python runtime would refuse it too (Runtime.UnmarshalError) "
+                        "before the handler runs") from None
+
+
+def _http_error_message(response: dict[str, Any]) -> str:
+    """The error message inside an HTTP response event's body, else the body itself (shortened)."""
+    body = response.get("body")
+    if response.get("isBase64Encoded") and isinstance(body, str):
+        import base64
+        import binascii
+
+        try:
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            pass
+    try:
+        error = json.loads(body)["error"]
+        return str(error.get("message", error))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return str(body)[:300]
