@@ -15,26 +15,7 @@ from edgemaas.local import invoke_local
 from edgemaas.targets import package_for_lambda
 from edgemaas.runtime import load_model
 from edgemaas.workspace import Workspace
-
-
-def tiny_onnx(path: Path) -> Path:
-    """A real ONNX graph: y = softmax(x @ W + b), x of shape [N, 4], 3 classes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W")
-    b = numpy_helper.from_array(np.zeros(3, np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
-        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])], initializer=[w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+from tests.unit.test_importing import tiny_onnx
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +34,6 @@ def tiny_keras(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_detects_onnx_by_content_even_when_misnamed(tmp_path: Path) -> None:
-    path = tiny_onnx(tmp_path / "model.onnx")
-    disguised = tmp_path / "model.tflite"
-    shutil.copy(path, disguised)
-    assert detect_format(path) == "onnx"
-    assert detect_format(disguised) == "onnx"
-
-
 def test_detects_keras_formats(tiny_keras: Path, tmp_path: Path) -> None:
     assert detect_format(tiny_keras / "model.keras") == "keras"
     assert detect_format(tiny_keras / "model.h5") == "h5"
@@ -74,28 +47,6 @@ def test_detects_tflite(trained: Workspace, tmp_path: Path) -> None:
     renamed = tmp_path / "weights.bin"
     shutil.copy(trained.variant_dir("cnn", "tflite-int8") / "model.tflite", renamed)
     assert detect_format(renamed) == "tflite"
-
-
-@pytest.mark.parametrize("content, message", [
-    (b"hello, I am a text file\n", "not a model format edgemaas reads"),
-    (b"PK\x03\x04garbage", "is a zip archive but not a Keras model"),
-])
-def test_garbage_is_refused_with_the_reason(tmp_path: Path, content: bytes, message: str) -> None:
-    path = tmp_path / "model.onnx"
-    if content.startswith(b"PK"):
-        import zipfile
-
-        with zipfile.ZipFile(path, "w") as archive:
-            archive.writestr("readme.txt", "not a model")
-    else:
-        path.write_bytes(content)
-    with pytest.raises(UserError, match=message):
-        detect_format(path)
-
-
-def test_directory_without_saved_model(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="directory without saved_model.pb"):
-        detect_format(tmp_path)
 
 
 @pytest.mark.parametrize("source", ["model.keras", "model.h5", "saved_model"])

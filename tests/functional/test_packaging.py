@@ -153,18 +153,6 @@ def test_a_second_package_with_nothing_changed_is_reused(trained: Workspace, tmp
     assert not changed.reused
 
 
-@pytest.mark.parametrize("code, runtime, zipped, layout", [
-    (1 * lambda_zip.MB, 80 * lambda_zip.MB, 30 * lambda_zip.MB, "zip"),
-    (1 * lambda_zip.MB, 80 * lambda_zip.MB, 50 * lambda_zip.MB, "zip"),
-    (1 * lambda_zip.MB, 80 * lambda_zip.MB, 50 * lambda_zip.MB + 1, "layer"),
-    (100 * lambda_zip.MB, 150 * lambda_zip.MB, 90 * lambda_zip.MB, "layer"),
-    (100 * lambda_zip.MB, 150 * lambda_zip.MB + 1, 90 * lambda_zip.MB, "image"),
-])
-def test_auto_layout_at_the_limits(code: int, runtime: int, zipped: int, layout: str) -> None:
-    chosen, reason = lambda_zip.choose_layout(code, runtime, zipped)
-    assert chosen == layout and reason.startswith(f"{layout}:")
-
-
 def padded_model(trained: Workspace, tmp_path: Path, megabytes: int) -> Path:
     """A real model made large: incompressible bytes after the flatbuffer, which LiteRT ignores."""
     import json

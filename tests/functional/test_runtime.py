@@ -115,11 +115,6 @@ def test_truncated_model_is_refused(trained: Workspace, tmp_path: Path) -> None:
         load_model(copy)
 
 
-def test_missing_manifest_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no manifest.json"):
-        load_model(tmp_path)
-
-
 def test_manifest_of_another_schema_is_refused(trained: Workspace, tmp_path: Path) -> None:
     copy = tmp_path / "cnn"
     shutil.copytree(trained.variant_dir("cnn", "tflite-int8"), copy)

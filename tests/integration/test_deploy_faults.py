@@ -34,7 +34,8 @@ from edgemaas.commands.aws import deploy_policy as deploy_policy_command
 from edgemaas.packaging.awslambda.serverless import render_sam, render_serverless
 from tests.integration.aws_fixtures import ACCOUNT, REGION, FaultProxy, MotoServer, fault_proxy, moto_server  # noqa: F401
 from tests.integration.test_deploy import FUNCTION, write_package
-from tests.integration.test_serverless import builtin, cfn_lint, mixed, sam_load
+from tests.integration.test_serverless import cfn_lint
+from tests.unit.test_serverless import builtin, mixed, sam_load
 
 LAMBDA_LIST_ONLY = {"lambda:ListLayerVersions", "lambda:ListFunctions"}  # IAM offers them no resource but "*"
 
