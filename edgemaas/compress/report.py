@@ -1,6 +1,7 @@
 """The compression report card: what `edgemaas compress` measured for every variant, and what the gate chose.
 
-Input is one JSON-able dict, as `edgemaas compress` records it (model, metric, reference, gate, variants).
+Input is a `records.ReportCard` (or its JSON-able dict, as report.json holds it: model, metric, reference, gate,
+variants).
 Output is `report.json`, `report.md` and two PNG plots, plus a rich table for the terminal. No TensorFlow here, and
 matplotlib is imported inside the plotting functions, so commands that never plot do not pay for it.
 """
@@ -12,6 +13,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from edgemaas.compress.records import NOT_SHIPPED, ReportCard, VariantResult, VariantStatus
 from edgemaas.errors import UserError
 from edgemaas.fsutil import atomic_write_many
 from edgemaas.units import PERCENT_METRICS, format_drop, format_metric
@@ -30,8 +32,6 @@ METRIC_LABELS = {
     "rmse": "RMSE",
     "output_rmse": "output RMSE vs the original model",
 }
-# Statuses of rows that did not make it, in the order the "not shipped" section lists them.
-NOT_SHIPPED = ("rejected", "failed", "skipped")
 STATUS_STYLES = {"chosen": "bold green", "passed": "", "rejected": "yellow", "failed": "red", "skipped": "dim"}
 TABLE_COLUMNS = ("variant", "format", "status", "metric", "drop", "size", "gzipped", "ratio", "sparsity", "parity",
                  "p50 latency", "runtime")
@@ -41,6 +41,14 @@ MAX_REASON_CHARS = 4000
 
 class ReportNotFoundError(UserError, FileNotFoundError):
     """No report.json where one was expected. A UserError too, so the CLI prints it without a traceback."""
+
+
+AnyReport = ReportCard | dict[str, Any]
+
+
+def as_card(report: AnyReport) -> ReportCard:
+    """The typed card, from a ReportCard or its dict (partial dicts get the defaults the report shows)."""
+    return report if isinstance(report, ReportCard) else ReportCard.from_dict(report)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,7 +83,7 @@ def format_parity(max_abs: float | None) -> str:
     return "-" if max_abs is None else f"{max_abs:.3g}"
 
 
-def gate_threshold(report: dict[str, Any]) -> float | None:
+def gate_threshold(report: AnyReport) -> float | None:
     """The metric value a variant must reach to pass: the reference metric moved by the gate's budget.
 
     Accuracy-point budgets are absolute (1.0 point = 0.01 of a 0..1 metric); `% of ...` budgets are relative to the
@@ -83,51 +91,50 @@ def gate_threshold(report: dict[str, Any]) -> float | None:
     what an output RMSE against the original model is; there the drop must be scaled by something else, so the
     threshold is read off the measured rows instead (drops are linear in the metric). None when nothing tells.
     """
-    ref = (report.get("reference") or {}).get("metric_value")
-    budget = (report.get("gate") or {}).get("max_metric_drop")
+    card = as_card(report)
+    ref, budget = card.reference.metric_value, card.gate.max_metric_drop
     if not _finite(ref) or not _finite(budget):
         return None
-    higher = report.get("higher_is_better", True)
-    if "point" in report.get("drop_unit", ""):
+    higher = card.higher_is_better
+    if "point" in card.drop_unit:
         return ref - budget / 100 if higher else ref + budget / 100
     if ref != 0:
         return ref * (1 - budget / 100) if higher else ref * (1 + budget / 100)
-    for row in report.get("variants", []):
-        value, drop = row.get("metric_value"), row.get("metric_drop")
+    for row in card.variants:
+        value, drop = row.metric_value, row.metric_drop
         if _finite(value) and _finite(drop) and drop != 0 and value != ref:
             return ref + (value - ref) * budget / drop
     return None
 
 
-def _row_cells(report: dict[str, Any], row: dict[str, Any]) -> list[str]:
+def _row_cells(card: ReportCard, row: VariantResult) -> list[str]:
     """One variant as the strings of TABLE_COLUMNS (shared by the Markdown and the rich table)."""
-    metric = report.get("metric", "")
+    metric = card.metric
     return [
-        str(row.get("variant", "?")), str(row.get("format", "-")), str(row.get("status", "-")),
-        format_metric_value(metric, row.get("metric_value")), format_drop(row.get("metric_drop"),
-                                                                          report.get("drop_unit", "")),
-        format_size(row.get("size_bytes")), format_size(row.get("gzip_bytes")), format_ratio(row.get("size_ratio")),
-        format_sparsity(row.get("sparsity")), format_parity(row.get("parity_max_abs")),
-        format_latency(row.get("latency_p50_ms")), str(row.get("runtime") or "-"),
+        row.variant, row.format or "-", row.status.value,
+        format_metric_value(metric, row.metric_value), format_drop(row.metric_drop, card.drop_unit),
+        format_size(row.size_bytes), format_size(row.gzip_bytes), format_ratio(row.size_ratio),
+        format_sparsity(row.sparsity), format_parity(row.parity_max_abs),
+        format_latency(row.latency_p50_ms), str(row.runtime or "-"),
     ]
 
 
-def sorted_variants(report: dict[str, Any]) -> list[dict[str, Any]]:
+def sorted_variants(report: AnyReport) -> list[VariantResult]:
     """Variants by format, then size (unmeasured rows last within their format), then name."""
-    def key(row: dict[str, Any]) -> tuple[str, int, float, str]:
-        size = row.get("size_bytes")
-        return (str(row.get("format", "")), size is None, size or 0, str(row.get("variant", "")))
+    def key(row: VariantResult) -> tuple[str, int, float, str]:
+        size = row.size_bytes
+        return (row.format, size is None, size or 0, row.variant)
 
-    return sorted(report.get("variants", []), key=key)
+    return sorted(as_card(report).variants, key=key)
 
 
-def gate_summary(report: dict[str, Any]) -> str:
+def gate_summary(report: AnyReport) -> str:
     """One line: the budget, the objective and what ships per format."""
-    gate = report.get("gate") or {}
-    chosen = gate.get("chosen") or {}
-    ships = ", ".join(f"{fmt}: {name or 'nothing passed'}" for fmt, name in chosen.items()) or "nothing chosen"
-    return (f"gate: drop ≤ {gate.get('max_metric_drop')} {report.get('drop_unit', '')}, "
-            f"{gate.get('objective', 'smallest')} wins; ships {ships}")
+    card = as_card(report)
+    gate = card.gate
+    ships = ", ".join(f"{fmt}: {name or 'nothing passed'}" for fmt, name in gate.chosen.items()) or "nothing chosen"
+    return (f"gate: drop ≤ {gate.max_metric_drop} {card.drop_unit}, "
+            f"{gate.objective.value} wins; ships {ships}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,72 +163,69 @@ def _md_reason(text: str, indent: str = "  ") -> str:
     return f"\n\n{indent}{fence}text\n{body}\n{indent}{fence}"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: AnyReport) -> str:
     """The report card as Markdown (what `write_report` saves as report.md)."""
-    metric = report.get("metric", "metric")
-    unit = report.get("drop_unit", "")
-    gate = report.get("gate") or {}
-    ref = report.get("reference") or {}
-    threshold = gate_threshold(report)
-    direction = "higher is better" if report.get("higher_is_better", True) else "lower is better"
-    lines = [f"# Compression report: {report.get('model', '?')}", ""]
+    card = as_card(report)
+    metric, unit, gate, ref = card.metric, card.drop_unit, card.gate, card.reference
+    parity = card.metric_source.value == "parity"
+    threshold = gate_threshold(card)
+    direction = "higher is better" if card.higher_is_better else "lower is better"
+    lines = [f"# Compression report: {card.model}", ""]
 
-    if report.get("metric_source") == "parity":
+    if parity:
         lines += ["> **⚠ No labelled eval data was given, so the metric is agreement with the original model, not "
                   "accuracy against ground truth.** A variant that copies the original's mistakes scores perfectly; "
                   "give eval data to measure real accuracy.", ""]
-    source = ("compared with the original model's outputs" if report.get("metric_source") == "parity"
-              else "against its labels")
-    lines += [f"Task: {report.get('task', '?')}. Metric: **{METRIC_LABELS.get(metric, metric)}** ({direction}), "
-              f"measured on {report.get('eval_data') or 'unspecified data'}, {source}. Reference: "
-              f"`{ref.get('variant', '?')}`, {format_metric_value(metric, ref.get('metric_value'))}, "
-              f"{format_size(ref.get('size_bytes'))} ({format_size(ref.get('gzip_bytes'))} gzipped). Ratios are "
+    source = "compared with the original model's outputs" if parity else "against its labels"
+    lines += [f"Task: {card.task}. Metric: **{METRIC_LABELS.get(metric, metric)}** ({direction}), "
+              f"measured on {card.eval_data or 'unspecified data'}, {source}. Reference: "
+              f"`{ref.variant}`, {format_metric_value(metric, ref.metric_value)}, "
+              f"{format_size(ref.size_bytes)} ({format_size(ref.gzip_bytes)} gzipped). Ratios are "
               f"against the float32 TFLite size (or the reference's when there is none).", ""]
 
-    objective = gate.get("objective", "smallest")
-    lines.append(f"**Gate:** ship the {objective} variant of each format whose {METRIC_LABELS.get(metric, metric)} "
-                 f"is at most {gate.get('max_metric_drop')} {unit} worse than the reference's"
-                 + (f" (threshold {format_metric_value(metric, threshold)})." if threshold is not None else "."))
+    lines.append(f"**Gate:** ship the {gate.objective.value} variant of each format whose "
+                 f"{METRIC_LABELS.get(metric, metric)} is at most {gate.max_metric_drop} {unit} worse than the "
+                 "reference's" + (f" (threshold {format_metric_value(metric, threshold)})." if threshold is not None
+                                  else "."))
     lines.append("")
-    for fmt, name in (gate.get("chosen") or {}).items():
-        default = " (the default for `edgemaas package`)" if name and name == gate.get("default") else ""
+    for fmt, name in gate.chosen.items():
+        default = " (the default for `edgemaas package`)" if name and name == gate.default else ""
         lines.append(f"- {fmt}: **{name}**{default}" if name else
-                     f"- {fmt}: none" + (" passed; the float model ships" if fmt in (gate.get("fallback") or [])
-                                         else ""))
-    if gate.get("default") and gate["default"] not in (gate.get("chosen") or {}).values():
-        lines.append(f"- default for `edgemaas package`: **{gate['default']}**")
+                     f"- {fmt}: none" + (" passed; the float model ships" if fmt in gate.fallback else ""))
+    if gate.default and gate.default not in gate.chosen.values():
+        lines.append(f"- default for `edgemaas package`: **{gate.default}**")
     lines.append("")
-    for fmt in gate.get("fallback") or []:
+    for fmt in gate.fallback:
         lines += [f"**No variant passed the gate for {fmt}: the float model ships.**", ""]
 
     lines += ["## Variants", "", "| " + " | ".join(TABLE_COLUMNS) + " |",
               "|" + "|".join(["---"] * 3 + ["---:"] * 8 + ["---"]) + "|"]
-    for row in sorted_variants(report):
-        cells = [_md_cell(c) for c in _row_cells(report, row)]
-        if row.get("status") == "chosen":
+    rows = sorted_variants(card)
+    for row in rows:
+        cells = [_md_cell(c) for c in _row_cells(card, row)]
+        if row.status is VariantStatus.CHOSEN:
             cells[0], cells[2] = f"**{cells[0]}**", f"**{cells[2]}**"
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 
-    dropped = [r for s in NOT_SHIPPED for r in sorted_variants(report) if r.get("status") == s]
+    dropped = [r for status in NOT_SHIPPED for r in rows if r.status is status]
     if dropped:
         lines += ["## Not shipped", ""]
         for row in dropped:
-            why = (row.get("reason") or "").strip() or "; ".join(row.get("notes") or []) or "no reason recorded"
-            lines.append(f"- `{row.get('variant')}` ({row.get('status')}):{_md_reason(why)}")
+            why = row.reason.strip() or "; ".join(row.notes) or "no reason recorded"
+            lines.append(f"- `{row.variant}` ({row.status.value}):{_md_reason(why)}")
         lines.append("")
     # Notes the section above did not already show (it shows them only for a row without a reason).
-    noted = [r for r in sorted_variants(report)
-             if r.get("notes") and (r.get("status") not in NOT_SHIPPED or (r.get("reason") or "").strip())]
+    noted = [r for r in rows if r.notes and (r.status not in NOT_SHIPPED or r.reason.strip())]
     if noted:
         lines += ["## Notes", ""]
         for row in noted:
-            for note in row["notes"]:
-                lines.append(f"- `{row.get('variant')}`:{_md_reason(str(note))}")
+            for note in row.notes:
+                lines.append(f"- `{row.variant}`:{_md_reason(str(note))}")
         lines.append("")
 
     lines += ["## Plots", "", f"![gzipped size vs {metric}]({SIZE_PLOT})", "", f"![p50 latency]({LATENCY_PLOT})", "",
-              f"<sub>edgemaas {report.get('edgemaas_version', '?')}, {report.get('created', '?')}</sub>", ""]
+              f"<sub>edgemaas {card.edgemaas_version or '?'}, {card.created or '?'}</sub>", ""]
     return "\n".join(lines)
 
 
@@ -229,10 +233,10 @@ def render_markdown(report: dict[str, Any]) -> str:
 # Plots
 
 
-def _chosen_names(report: dict[str, Any]) -> set[str]:
+def _chosen_names(card: ReportCard) -> set[str]:
     """Variants the gate picked: its record, or a row's status (a fallback float row may have only the latter)."""
-    names = {v for v in ((report.get("gate") or {}).get("chosen") or {}).values() if v}
-    return names | {str(r.get("variant")) for r in report.get("variants", []) if r.get("status") == "chosen"}
+    names = {v for v in card.gate.chosen.values() if v}
+    return names | {r.variant for r in card.variants if r.status is VariantStatus.CHOSEN}
 
 
 def _pyplot() -> Any:
@@ -304,27 +308,27 @@ def _padded_range(values: list[float], log: bool, pad: float = 0.08) -> tuple[fl
     return lo - span * pad, hi + span * pad
 
 
-def plot_size_vs_metric(report: dict[str, Any], path: Path) -> None:
+def plot_size_vs_metric(report: AnyReport, path: Path) -> None:
     """Scatter of gzipped size (KB) vs metric for every measured variant, chosen ones starred, gate line dashed."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import PercentFormatter
 
-    metric = report.get("metric", "metric")
-    chosen = _chosen_names(report)
-    rows = [r for r in report.get("variants", []) if _finite(r.get("gzip_bytes")) and r["gzip_bytes"] > 0
-            and _finite(r.get("metric_value"))]
-    formats = sorted({str(r.get("format")) for r in rows})
+    card = as_card(report)
+    metric = card.metric
+    chosen = _chosen_names(card)
+    rows = [r for r in card.variants if _finite(r.gzip_bytes) and r.gzip_bytes > 0 and _finite(r.metric_value)]
+    formats = sorted({r.format for r in rows})
     colours = {fmt: plt.get_cmap("tab10")(i % 10) for i, fmt in enumerate(formats)}
-    ref = report.get("reference") or {}
-    threshold = gate_threshold(report)
+    ref = card.reference
+    threshold = gate_threshold(card)
 
     fig, ax = plt.subplots(figsize=(10, 6), dpi=110)
-    xs = [r["gzip_bytes"] / 1024 for r in rows]
-    ys = [r["metric_value"] for r in rows]
-    has_ref = _finite(ref.get("gzip_bytes")) and ref["gzip_bytes"] > 0 and _finite(ref.get("metric_value"))
-    all_x = xs + ([ref["gzip_bytes"] / 1024] if has_ref else [])
-    all_y = ys + ([ref["metric_value"]] if has_ref else []) + ([threshold] if threshold is not None else [])
+    xs = [r.gzip_bytes / 1024 for r in rows]
+    ys = [r.metric_value for r in rows]
+    has_ref = _finite(ref.gzip_bytes) and ref.gzip_bytes > 0 and _finite(ref.metric_value)
+    all_x = xs + ([ref.gzip_bytes / 1024] if has_ref else [])
+    all_y = ys + ([ref.metric_value] if has_ref else []) + ([threshold] if threshold is not None else [])
     if not all_x:
         ax.text(0.5, 0.5, "no measured variants", ha="center", va="center", transform=ax.transAxes)
     else:
@@ -335,26 +339,25 @@ def plot_size_vs_metric(report: dict[str, Any], path: Path) -> None:
         ax.set_ylim(*_padded_range(all_y, False, pad=0.15))
         if threshold is not None:
             # Shade the side of the line where variants fail, so pass/fail reads at a glance.
-            higher = report.get("higher_is_better", True)
+            higher = card.higher_is_better
             lo, hi = ax.get_ylim()
             ax.axhspan(lo if higher else threshold, threshold if higher else hi, color="tab:red", alpha=0.06, lw=0)
             ax.axhline(threshold, color="tab:red", ls="--", lw=1.2)
             ax.set_ylim(lo, hi)
-        markers = {"chosen": "*", "rejected": "X"}
         for r, x, y in zip(rows, xs, ys):
-            is_chosen = r.get("variant") in chosen
-            ax.scatter([x], [y], s=260 if is_chosen else 55, marker=markers.get("chosen" if is_chosen else
-                                                                                  r.get("status"), "o"),
-                       color=colours[str(r.get("format"))], edgecolors="black" if is_chosen else "none",
+            is_chosen = r.variant in chosen
+            marker = "*" if is_chosen else "X" if r.status is VariantStatus.REJECTED else "o"
+            ax.scatter([x], [y], s=260 if is_chosen else 55, marker=marker,
+                       color=colours[r.format], edgecolors="black" if is_chosen else "none",
                        linewidths=0.8, zorder=3 if is_chosen else 2)
         if has_ref:
-            ax.scatter([ref["gzip_bytes"] / 1024], [ref["metric_value"]], marker="D", s=45, color="black", zorder=2)
+            ax.scatter([ref.gzip_bytes / 1024], [ref.metric_value], marker="D", s=45, color="black", zorder=2)
         # Marker radius in points: a scatter size `s` is an area in points², the star needs room around it.
-        labels = [(x, y, str(r.get("variant")), {"fontweight": "bold"} if r.get("variant") in chosen else {},
-                   8.0 if r.get("variant") in chosen else 4.0, r.get("variant") in chosen)
+        labels = [(x, y, r.variant, {"fontweight": "bold"} if r.variant in chosen else {},
+                   8.0 if r.variant in chosen else 4.0, r.variant in chosen)
                   for r, x, y in zip(rows, xs, ys)]
         if has_ref:
-            labels.append((ref["gzip_bytes"] / 1024, ref["metric_value"], f"{ref.get('variant')} (reference)",
+            labels.append((ref.gzip_bytes / 1024, ref.metric_value, f"{ref.variant} (reference)",
                            {"color": "0.3"}, 4.0, False))
         fig.canvas.draw()  # fix the layout so label positions are measured where they end up
         # Chosen variants first, so they always get a clear spot; then left to right.
@@ -365,13 +368,12 @@ def plot_size_vs_metric(report: dict[str, Any], path: Path) -> None:
 
     if metric in PERCENT_METRICS:
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
-    direction = "higher is better" if report.get("higher_is_better", True) else "lower is better"
+    direction = "higher is better" if card.higher_is_better else "lower is better"
     ax.set_xlabel("gzipped size (KB" + (", log scale)" if ax.get_xscale() == "log" else ")"))
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} ({direction})")
-    gate = report.get("gate") or {}
-    ax.set_title(f"{report.get('model', '?')}: gzipped size vs {metric}\n"
-                 f"gate: drop ≤ {gate.get('max_metric_drop')} {report.get('drop_unit', '')}, "
-                 f"{gate.get('objective', 'smallest')} passing variant ships", fontsize=11)
+    ax.set_title(f"{card.model}: gzipped size vs {metric}\n"
+                 f"gate: drop ≤ {card.gate.max_metric_drop} {card.drop_unit}, "
+                 f"{card.gate.objective.value} passing variant ships", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     handles = [Line2D([], [], ls="", marker="o", color=colours[f], label=f) for f in formats]
     handles += [Line2D([], [], ls="", marker="*", markersize=13, color="0.5", markeredgecolor="black",
@@ -390,21 +392,22 @@ def plot_size_vs_metric(report: dict[str, Any], path: Path) -> None:
         plt.close(fig)  # pyplot keeps every open figure alive; a long compress run makes many reports
 
 
-def plot_latency(report: dict[str, Any], path: Path) -> None:
+def plot_latency(report: AnyReport, path: Path) -> None:
     """Horizontal bars of p50 latency per measured variant, grouped and coloured by runtime, chosen ones marked."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
-    chosen = _chosen_names(report)
-    rows = [r for r in report.get("variants", []) if _finite(r.get("latency_p50_ms"))]
-    rows.sort(key=lambda r: (str(r.get("runtime") or "-"), r["latency_p50_ms"], str(r.get("variant"))))
-    runtimes = list(dict.fromkeys(str(r.get("runtime") or "-") for r in rows))
+    card = as_card(report)
+    chosen = _chosen_names(card)
+    rows = [r for r in card.variants if _finite(r.latency_p50_ms)]
+    rows.sort(key=lambda r: (str(r.runtime or "-"), r.latency_p50_ms, r.variant))
+    runtimes = list(dict.fromkeys(str(r.runtime or "-") for r in rows))
     colours = {rt: plt.get_cmap("Set2")(i % 8) for i, rt in enumerate(runtimes)}
 
     # One slot per bar plus a blank slot between runtime groups; the first row is drawn at the top.
     positions, slot, previous = [], 0.0, None
     for r in rows:
-        runtime = str(r.get("runtime") or "-")
+        runtime = str(r.runtime or "-")
         if previous is not None and runtime != previous:
             slot += 0.6
         positions.append(slot)
@@ -415,20 +418,20 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
         ax.text(0.5, 0.5, "no latency measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
     else:
-        values = [r["latency_p50_ms"] for r in rows]
-        is_chosen = [r.get("variant") in chosen for r in rows]
+        values = [r.latency_p50_ms for r in rows]
+        is_chosen = [r.variant in chosen for r in rows]
         positive = [v for v in values if v > 0]
         log = bool(positive) and len(positive) == len(values) and max(values) / min(values) >= 50
-        bars = ax.barh(positions, values, color=[colours[str(r.get("runtime") or "-")] for r in rows],
+        bars = ax.barh(positions, values, color=[colours[str(r.runtime or "-")] for r in rows],
                        edgecolor=["black" if c else "none" for c in is_chosen],
                        linewidth=[1.6 if c else 0 for c in is_chosen], height=0.75)
         for bar, r in zip(bars, rows):
-            if r.get("status") == "rejected":  # fast but not shippable: keep it visible, mark it out
+            if r.status is VariantStatus.REJECTED:  # fast but not shippable: keep it visible, mark it out
                 bar.set_alpha(0.45)
                 bar.set_hatch("///")
         if log:  # orders of magnitude apart: a linear axis would hide the fast variants
             ax.set_xscale("log")
-        ax.set_yticks(positions, [f"★ {r.get('variant')}" if c else str(r.get("variant"))
+        ax.set_yticks(positions, [f"★ {r.variant}" if c else r.variant
                                   for r, c in zip(rows, is_chosen)])
         for label, c in zip(ax.get_yticklabels(), is_chosen):
             if c:
@@ -446,7 +449,7 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
                      Patch(facecolor="white", edgecolor="0.4", hatch="///", lw=0, label="rejected by the gate")],
                   loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)
     ax.set_xlabel("p50 latency (ms, lower is better" + (", log scale)" if ax.get_xscale() == "log" else ")"))
-    ax.set_title(f"{report.get('model', '?')}: p50 latency per variant, by runtime", fontsize=11)
+    ax.set_title(f"{card.model}: p50 latency per variant, by runtime", fontsize=11)
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     try:
@@ -468,22 +471,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:
+def write_report(report: AnyReport, directory: Path) -> dict[str, Path]:
     """Write report.json, report.md, size_vs_metric.png and latency.png into `directory` (created if needed).
 
     Every file is rendered to a temporary name first and only then moved into place, report.json last: a run that
     fails or is interrupted while rendering leaves the previous report (or none) untouched and no half-written
     files, and a report.json on disk means the rest of its report is there too.
     """
-    text = json.dumps(report, indent=2, default=_json_default) + "\n"  # before any file: fail early if not JSON-able
+    # A dict is written as given (keys it has, in its order); a ReportCard as its to_dict().
+    data = report.to_dict() if isinstance(report, ReportCard) else report
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"  # before any file: fail early if not JSON-able
+    card = as_card(data)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     targets = {"size_vs_metric": directory / SIZE_PLOT, "latency": directory / LATENCY_PLOT,
                "markdown": directory / REPORT_MD, "json": directory / REPORT_JSON}
     writers: dict[str, Callable[[Path], None]] = {
-        "size_vs_metric": lambda p: plot_size_vs_metric(report, p),
-        "latency": lambda p: plot_latency(report, p),
-        "markdown": lambda p: p.write_text(render_markdown(report), encoding="utf-8"),
+        "size_vs_metric": lambda p: plot_size_vs_metric(card, p),
+        "latency": lambda p: plot_latency(card, p),
+        "markdown": lambda p: p.write_text(render_markdown(card), encoding="utf-8"),
         "json": lambda p: p.write_text(text, encoding="utf-8"),
     }
     atomic_write_many({target: writers[key] for key, target in targets.items()})
@@ -513,34 +519,34 @@ def load_report(directory: Path) -> dict[str, Any]:
 # Terminal
 
 
-def report_table(report: dict[str, Any]) -> Table:
+def report_table(report: AnyReport) -> Table:
     """The variants table for the terminal: same columns as report.md, statuses coloured."""
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=escape(f"{report.get('model', '?')}: {gate_summary(report)}"), title_justify="left")
+    card = as_card(report)
+    table = Table(title=escape(f"{card.model}: {gate_summary(card)}"), title_justify="left")
     for column in TABLE_COLUMNS:
         table.add_column(column, justify="right" if column not in ("variant", "format", "status", "runtime")
                          else "left", no_wrap=column == "variant")
-    for row in sorted_variants(report):
-        style = STATUS_STYLES.get(str(row.get("status")), "")
-        cells = _row_cells(report, row)
+    for row in sorted_variants(card):
+        style = STATUS_STYLES.get(row.status.value, "")
+        cells = _row_cells(card, row)
         # Text, not markup strings: variant names or runtimes with [brackets] must print as they are.
         rendered = [Text(c) for c in cells]
         rendered[2] = Text(cells[2], style=style)
-        if row.get("status") in ("chosen", "skipped"):
+        if row.status in (VariantStatus.CHOSEN, VariantStatus.SKIPPED):
             rendered[0] = Text(cells[0], style=style)
         table.add_row(*rendered)
-    fallback = (report.get("gate") or {}).get("fallback") or []
-    ref = report.get("reference") or {}
-    caption = [escape(f"{METRIC_LABELS.get(report.get('metric', ''), report.get('metric', ''))} on "
-                      f"{report.get('eval_data') or 'unspecified data'}; reference {ref.get('variant', '?')} "
-                      f"{format_metric_value(report.get('metric', ''), ref.get('metric_value'))}")]
-    if report.get("metric_source") == "parity":
+    ref = card.reference
+    caption = [escape(f"{METRIC_LABELS.get(card.metric, card.metric)} on "
+                      f"{card.eval_data or 'unspecified data'}; reference {ref.variant} "
+                      f"{format_metric_value(card.metric, ref.metric_value)}")]
+    if card.metric_source.value == "parity":
         caption.append("[bold yellow]no labelled eval data: metric is agreement with the original model[/]")
     caption += [f"[bold red]no variant passed the gate for {escape(str(fmt))}: the float model ships[/]"
-                for fmt in fallback]
+                for fmt in card.gate.fallback]
     table.caption = "\n".join(caption)
     table.caption_justify = "left"
     return table
