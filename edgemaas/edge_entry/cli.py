@@ -20,7 +20,10 @@ from pathlib import Path
 
 from ..runtime import ModelLoadError, load_model
 from ..runtime.service import MAX_BODY_BYTES, Service
+from .limits import MB, MemoryPlan, current_rss, request_bytes_needed
 from .server import ServerSettings, serve
+
+DEFAULT_MEMORY_BUDGET_MB = 512  # half of a 1 GB board: the OS and the rest of the device keep the other half
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"  # <name>_edge/model inside a bundle
 
@@ -57,10 +60,21 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     models = [_load(args.model_dir, args.threads) for _ in range(args.workers)]
-    service = Service(models, max_body_bytes=args.max_request_bytes, borrow_timeout_s=args.read_timeout)
+    max_request_bytes = args.max_request_bytes or request_bytes_needed(models[0].describe())
+    service = Service(models, max_body_bytes=max_request_bytes, borrow_timeout_s=args.read_timeout)
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
-                              read_timeout_s=args.read_timeout, body_timeout_s=max(args.read_timeout, 30.0),
-                              access_log=not args.quiet)
+                              max_per_client=min(args.max_connections_per_client or max(1, args.max_connections // 2),
+                                                 args.max_connections),
+                              read_timeout_s=args.read_timeout, head_timeout_s=args.head_timeout,
+                              body_timeout_s=args.body_timeout, min_body_rate=int(args.min_body_rate_kb * 1024),
+                              queue_timeout_s=args.queue_timeout, access_log=not args.quiet)
+    plan = MemoryPlan(budget=args.memory_budget_mb * MB, base=current_rss(), connections=args.max_connections,
+                      max_head_bytes=settings.max_head_bytes, workers=args.workers,
+                      max_request_bytes=max_request_bytes)
+    problem = plan.problem()
+    if problem:
+        raise CliError(problem)
+    settings.body_budget_bytes = plan.body_budget
     try:
         return serve(service, settings)
     except OSError as exc:  # port in use, host not on this machine, no permission for a port below 1024
@@ -139,11 +153,28 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--workers", type=_positive(int), default=min(4, os.cpu_count() or 1),
                         help="model replicas (interpreters) serving requests in parallel (default: CPUs, at most 4)")
     server.add_argument("--max-connections", type=_positive(int), default=128,
-                        help="connections served at once; more get an immediate 503 (default 128)")
-    server.add_argument("--max-request-bytes", type=_positive(int), default=MAX_BODY_BYTES,
-                        help=f"largest request body; larger ones get 413 unread (default {MAX_BODY_BYTES})")
+                        help="connections held at once; when all are taken, an idle keep-alive connection or a "
+                             "request head still trickling in gives up its slot, else the new one gets a 503 "
+                             "(default 128)")
+    server.add_argument("--max-connections-per-client", type=_positive(int), default=None,
+                        help="connections one client address may hold (default: half of --max-connections; behind a "
+                             "reverse proxy every client has the proxy's address: raise it)")
+    server.add_argument("--max-request-bytes", type=_positive(int), default=None,
+                        help="largest request body; larger ones get 413 unread (default: what the model's largest "
+                             "legal request needs, max_batch x sample with headroom)")
+    server.add_argument("--memory-budget-mb", type=_positive(int), default=DEFAULT_MEMORY_BUDGET_MB,
+                        help="memory the server may use; it sizes its buffers to stay under it and refuses to start "
+                             f"when the settings cannot fit (default {DEFAULT_MEMORY_BUDGET_MB}, for a 1 GB board)")
     server.add_argument("--read-timeout", type=_positive(float), default=10.0,
                         help="seconds a connection may stay silent, idle keep-alive included (default 10)")
+    server.add_argument("--head-timeout", type=_positive(float), default=5.0,
+                        help="seconds for a whole request head, from its first byte (default 5)")
+    server.add_argument("--body-timeout", type=_positive(float), default=5.0,
+                        help="seconds for a body, plus its size at --min-body-rate-kb (default 5)")
+    server.add_argument("--min-body-rate-kb", type=_positive(float), default=32.0,
+                        help="slowest body upload accepted, KB/s (default 32)")
+    server.add_argument("--queue-timeout", type=_positive(float), default=2.0,
+                        help="seconds a request waits for a worker before a 503 (default 2)")
     server.add_argument("--quiet", action="store_true", help="no access log line per request")
 
     commands.add_parser("describe", help="print the model's description (inputs, shapes, limits) as JSON")

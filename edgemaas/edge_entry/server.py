@@ -1,23 +1,30 @@
-"""A JSON HTTP API for one model, on the standard library's ThreadingHTTPServer (no dependency beyond the runtime).
+"""A JSON HTTP API for one model, on the standard library's http.server (no dependency beyond the runtime).
 
 GET /health (liveness, model name, variant, sha256), GET / (the model's description), POST / and POST /predict
 (`{"inputs": [...]}` -> `{"model", "variant", "predictions"}`); every other path or method gets a JSON 404 or 405.
 Requests go through the same contract as the Lambda handler (`runtime/service.py`), so bad input gets the same
 answers on both.
 
-Bounded wherever a caller could make it grow:
-- size: Content-Length is required and checked before a byte of the body is read (413 over the limit);
-- connections: at most `max_connections` at once; the next one gets an immediate 503 from the accepting thread,
-  which starts no thread for it;
-- time: a read timeout on every socket operation (an idle keep-alive connection is closed after it) and a deadline
-  for the whole body (408);
-- interpreters: a pool of `workers` model replicas; a request holds one for its prediction only and waits for one
-  at most `borrow_timeout_s` (then 503).
+Built to stay up on a hostile network (issue #17): every resource a client can hold is bounded in size and in time.
+- slots: at most `max_connections` connections, `max_per_client` from one address; when they run out, an idle
+  keep-alive connection or a request head still trickling in after `evict_after_s` gives up its slot
+  (connections.py), else the new connection is refused: a 503 that the client can read (refusal.py);
+- the request head: at most `max_head_bytes` (and http.client's 100 header lines), complete within
+  `head_timeout_s` of its first byte (a new connection must start it within the same time); the deadline holds
+  however slowly the bytes trickle (deadline_io.py);
+- the body: Content-Length is required and checked before a byte is read (413); it must arrive within
+  `body_timeout_s + length / min_body_rate` (408); the bodies held at once are bounded by `body_budget_bytes` (503);
+- memory: a body whose JSON would cost more than `parse_limit` to parse is refused from byte counts (413), and
+  parsing and inference run under one semaphore sized to the workers (a request waits at most `queue_timeout_s`
+  for it, then 503), so peak RSS follows the formula in limits.py; a MemoryError is a 503, never a dropped
+  connection;
+- silence: `read_timeout_s` on every read and write (an idle keep-alive connection is closed after it).
 SIGTERM or SIGINT stops accepting, lets in-flight requests finish (up to `shutdown_grace_s`) and exits 0.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import socket
@@ -33,6 +40,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..runtime.service import Reply, Service, error_reply, too_large
+from .connections import BODY, BUSY, HEAD, IDLE, Connection, ConnectionTable
+from .deadline_io import DeadlineExceeded, DeadlineReader
+from .limits import MB, parse_cost, parse_limit
+from .refusal import refuse, response_bytes
 
 access_log = logging.getLogger("edgemaas.access")
 log = logging.getLogger("edgemaas.server")
@@ -41,6 +52,8 @@ _KINDS = {400: "InvalidRequest", 404: "NotFound", 405: "MethodNotAllowed", 408: 
           411: "LengthRequired", 413: "InvalidRequest", 414: "InvalidRequest", 431: "InvalidRequest",
           503: "Overloaded", 505: "InvalidRequest"}
 _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_BLANK = (b"\r\n", b"\n")
+_READ_BUFFER = 1 << 16
 
 
 @dataclass
@@ -48,8 +61,17 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_connections: int = 128
+    max_per_client: int = 64
     read_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
+    head_timeout_s: float = 5.0
+    max_head_bytes: int = 64 * 1024
+    body_timeout_s: float = 5.0
+    min_body_rate: int = 32 * 1024  # bytes/s a body must keep up, on top of body_timeout_s
+    body_budget_bytes: int = 256 * MB
+    queue_timeout_s: float = 2.0
+    evict_after_s: float = 1.0
+    refusal_drain_s: float = 2.0
+    max_refusals: int = 32  # refusals draining at once; beyond, a refused connection is answered and closed at once
     shutdown_grace_s: float = 10.0
     access_log: bool = True
 
@@ -63,7 +85,14 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         self.settings = settings
         self.service = service
         self.address_family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        self._slots = threading.BoundedSemaphore(settings.max_connections)
+        self.table = ConnectionTable(settings.max_connections, settings.max_per_client, settings.evict_after_s)
+        self.gate = threading.BoundedSemaphore(service.replicas)  # parsing + inference: the memory-heavy part
+        self.parse_limit = parse_limit(service.max_body_bytes)
+        # Bytes dropped after an early answer: read and thrown away, so bounded by the drain deadline, not memory.
+        self.drain_limit = max(4 * service.max_body_bytes, 64 * MB)
+        self._refusals = threading.BoundedSemaphore(settings.max_refusals)
+        self._budget_lock = threading.Lock()
+        self._body_bytes = 0
         self._inflight = 0
         self._idle = threading.Condition()
         super().__init__((settings.host, settings.port), RequestHandler)
@@ -73,41 +102,63 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
+    # -- connections ----------------------------------------------------------------------------------------------
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._refuse(request, client_address)
-            self.shutdown_request(request)
+        conn = self.table.admit(request, _client(client_address))
+        if isinstance(conn, str):
+            self._refuse(request, client_address, conn)
             return
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address, conn), daemon=True)
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
+            thread.start()
+        except BaseException:  # no thread to be had (TasksMax): let the slot go
+            self.table.release(conn)
+            self.shutdown_request(request)
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _serve_connection(self, request: Any, client_address: Any, conn: Connection) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            RequestHandler(request, client_address, self, conn)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
-            self._slots.release()
+            self.table.release(conn)
+            self.shutdown_request(request)
 
-    def _refuse(self, sock: socket.socket, client_address: Any) -> None:
-        """Over the connection limit: answer 503 at once, from this (the accepting) thread, and close."""
-        reply = error_reply(503, f"the server is at its limit of {self.settings.max_connections} connections; "
-                                 "retry shortly", kind="Overloaded")
-        body = reply.text.encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-                "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
-        try:
-            sock.settimeout(1.0)
-            sock.sendall(head + body)
-            sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
-            while sock.recv(65536):  # what the client already sent; left unread, close() would reset the connection
+    def _refuse(self, sock: socket.socket, client_address: Any, why: str) -> None:
+        """No slot: a 503 the client can read. The drain runs on a thread of its own, a bounded number of them."""
+        settings = self.settings
+        if why == "per-client":
+            message = (f"this address already has {settings.max_per_client} connections open, the most one client "
+                       "may hold; retry shortly")
+        else:
+            message = f"the server is at its limit of {settings.max_connections} busy connections; retry shortly"
+        response = response_bytes("503 Service Unavailable", error_reply(503, message, kind="Overloaded").text)
+        if settings.access_log:
+            access_log.info('%s "-" 503 %d refused: %s', _client(client_address), len(response), why)
+        if not self._refusals.acquire(blocking=False):
+            try:  # too many refusals draining already: answer what fits in the socket buffer, and close
+                sock.setblocking(False)
+                sock.send(response)
+            except OSError:
                 pass
-        except OSError:
-            pass
-        if self.settings.access_log:
-            access_log.info('%s "-" 503 %d refused: connection limit', _client(client_address), len(body))
+            self.shutdown_request(sock)
+            return
+
+        def drain() -> None:
+            try:
+                refuse(sock, response, settings.max_head_bytes, self.drain_limit, settings.refusal_drain_s)
+            finally:
+                self.shutdown_request(sock)
+                self._refusals.release()
+
+        try:
+            threading.Thread(target=drain, daemon=True).start()
+        except BaseException:
+            self._refusals.release()
+            self.shutdown_request(sock)
+            raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up is routine; anything else is a bug worth a traceback in the log.
@@ -115,6 +166,21 @@ class EdgeHTTPServer(ThreadingHTTPServer):
             log.debug("connection from %s ended early", _client(client_address))
         else:
             log.exception("error on a connection from %s", _client(client_address))
+
+    # -- the body budget --------------------------------------------------------------------------------------------
+
+    def reserve_body(self, length: int) -> bool:
+        with self._budget_lock:
+            if self._body_bytes + length > self.settings.body_budget_bytes:
+                return False
+            self._body_bytes += length
+            return True
+
+    def release_body(self, length: int) -> None:
+        with self._budget_lock:
+            self._body_bytes -= length
+
+    # -- graceful shutdown ------------------------------------------------------------------------------------------
 
     def request_started(self) -> None:
         with self._idle:
@@ -132,30 +198,126 @@ class EdgeHTTPServer(ThreadingHTTPServer):
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
 
+class _SocketWriter(io.BufferedIOBase):
+    """Writes with sendall under the read timeout (the reader leaves the socket's timeout at whatever was left)."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        super().__init__()
+        self._sock, self._timeout = sock, timeout
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.settimeout(self._timeout)
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
+
+
 class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client making many requests pays for one connection
     server_version = "edgemaas-edge"
-    disable_nagle_algorithm = True  # Nagle + delayed ACK would add ~40 ms to every small response
     server: EdgeHTTPServer
 
+    def __init__(self, request: Any, client_address: Any, server: EdgeHTTPServer, conn: Connection) -> None:
+        self.conn = conn
+        super().__init__(request, client_address, server)
+
     def setup(self) -> None:
-        self.timeout = self.server.settings.read_timeout_s  # applied to the socket by StreamRequestHandler.setup
-        super().setup()
+        settings = self.server.settings
+        self.connection = self.request
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # Nagle + delayed ACK: +40 ms
+        self.reader = DeadlineReader(self.connection, settings.read_timeout_s)
+        self.rfile = io.BufferedReader(self.reader, _READ_BUFFER)
+        self.wfile = _SocketWriter(self.connection, settings.read_timeout_s)
         self._counted = False
+        self._served = 0
 
     def handle_one_request(self) -> None:
         self._started = time.perf_counter()
         self._status = 0
         self._sent = 0
         try:
-            super().handle_one_request()
+            head = self._read_head()
+            if head is None:
+                self.close_connection = True
+                return
+            self._started = time.perf_counter()
+            self._served += 1
+            self.raw_requestline = head[0]
+            reader, self.rfile = self.rfile, io.BytesIO(b"".join(head[1:]))  # parse_request reads the headers
+            try:
+                parsed = self.parse_request()
+            finally:
+                self.rfile = reader
+            if not parsed:
+                return
+            self.server.table.set_state(self.conn, BUSY)
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self._not_allowed("GET, POST", close=True)
+                return
+            method()
+            self.wfile.flush()
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client went away or stalled mid-response: nothing to answer
+        except MemoryError:
+            self._out_of_memory()
         finally:
             if self._counted:
                 self._counted = False
                 self.server.request_finished()
                 self._log_access()
+
+    def _read_head(self) -> list[bytes] | None:
+        """The request line and header lines (up to the blank line), within the head deadline; None when there is
+        no request to answer (the client closed, stayed silent, was evicted) or an error was already sent."""
+        settings = self.server.settings
+        table = self.server.table
+        if self._served:
+            table.set_state(self.conn, IDLE)  # evictable while it waits for the next request
+            self.reader.deadline = None
+        else:  # a new connection must start its request within the head timeout
+            self.reader.deadline = self.conn.since + settings.head_timeout_s
+        try:
+            if not self.rfile.peek(1) or self.conn.evicted:
+                return None
+        except TimeoutError:
+            return None  # an idle keep-alive connection, or a connection that never said anything: close quietly
+        table.set_state(self.conn, HEAD)
+        self.reader.deadline = time.monotonic() + settings.head_timeout_s
+        lines: list[bytes] = []
+        size = 0
+        limit = settings.max_head_bytes
+        try:
+            while True:
+                line = self.rfile.readline(limit - size + 1)
+                size += len(line)
+                if size > limit:
+                    self._head_error(HTTPStatus.REQUEST_URI_TOO_LONG if not lines
+                                     else HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                     None if not lines else f"the request head exceeds {limit} bytes")
+                    return None
+                if not line:  # the client stopped sending: parse what came (an HTTP/0.9 line has no headers)
+                    return lines if lines and not self.conn.evicted else None
+                if not lines and line in _BLANK:
+                    continue  # RFC 9112 2.2: ignore empty lines before the request line
+                lines.append(line)
+                if len(lines) > 1 and line in _BLANK:
+                    return lines
+        except DeadlineExceeded:
+            if self.conn.evicted:
+                return None
+            self._head_error(HTTPStatus.REQUEST_TIMEOUT,
+                             f"the request head did not arrive within {settings.head_timeout_s:g} s")
+            return None
+        finally:
+            self.reader.deadline = None
+
+    def _head_error(self, status: HTTPStatus, message: str | None) -> None:
+        self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+        self.send_error(status, message)
 
     def _begin(self) -> None:
         """Count the request as in flight (shutdown waits for it) and log it when it ends."""
@@ -168,7 +330,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def handle_expect_100(self) -> bool:
-        # curl sends `Expect: 100-continue` before large bodies: refuse an oversized one before it is sent.
+        # curl sends `Expect: 100-continue` before large bodies: refuse what will be refused before it is sent.
+        if self.headers.get("Transfer-Encoding"):
+            self._length_required_chunked()
+            return False
         if _content_length(self.headers) > self.server.service.max_body_bytes:
             exc = too_large(self.server.service.max_body_bytes)
             self._send(error_reply(413, str(exc), field=exc.field), close=True)
@@ -181,7 +346,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         path = self._path()
         # A GET with a body (never read): close after answering, or its bytes would be parsed as the next request.
         extra = _content_length(self.headers)
-        close = extra > 0 or bool(self.headers.get("Transfer-Encoding"))
+        chunked = bool(self.headers.get("Transfer-Encoding"))
+        close = extra > 0 or chunked
         if path == "/health":
             self._send(self.server.service.health_reply(), close=close)
         elif path == "/":
@@ -191,7 +357,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         else:
             self._not_found(close=close)
         if close:
-            self._drain(extra)
+            self._drain(extra, chunked)
 
     def do_POST(self) -> None:
         path = self._path()
@@ -200,11 +366,21 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self._not_allowed("GET", close=True)
             else:
                 self._not_found(close=True)
-            self._drain(_content_length(self.headers))
+            self._drain(_content_length(self.headers), bool(self.headers.get("Transfer-Encoding")))
             return
-        body = self._read_body()
-        if body is not None:
-            self._send(self.server.service.handle_body(body, request_id=uuid.uuid4().hex))
+        length = self._body_length()
+        if length is None:
+            return
+        if not self.server.reserve_body(length):
+            self._overloaded("the server holds as many request bodies as its memory budget allows; retry shortly")
+            self._drain(length)
+            return
+        try:
+            body = self._read_body(length)
+            if body is not None:
+                self._predict(body)
+        finally:
+            self.server.release_body(length)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (malformed request line, headers too long, unknown method...) as JSON."""
@@ -220,26 +396,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             text = f"error {code}"
         self._send(error_reply(code, _clip(text), kind=_KINDS.get(code, "InvalidRequest")), close=True)
 
-    # -- helpers ------------------------------------------------------------------------------------------------
+    # -- the request body -------------------------------------------------------------------------------------------
 
-    def _path(self) -> str:
-        return urlsplit(self.path).path or "/"
-
-    def _not_found(self, close: bool = False) -> None:
-        self._send(error_reply(404, f"no such endpoint {_clip(self._path())!r}; use GET /health, GET / or "
-                                    "POST /predict", kind="NotFound"), close=close)
-
-    def _not_allowed(self, allowed: str, close: bool = False) -> None:
-        method = _clip(self.command or "?")
-        self._send(error_reply(405, f"method {method} is not allowed on {_clip(self._path())!r}; use {allowed}",
-                               kind="MethodNotAllowed"), close=close, headers={"Allow": allowed})
-
-    def _read_body(self) -> bytes | None:
-        """The body, read against Content-Length and a deadline; None when a reply (an error) was already sent."""
+    def _body_length(self) -> int | None:
+        """The declared body size, checked; None when an error reply was already sent."""
         limit = self.server.service.max_body_bytes
         if self.headers.get("Transfer-Encoding"):
-            self._send(error_reply(411, "Transfer-Encoding is not supported; send the body with a Content-Length "
-                                        "header", field="body", kind="LengthRequired"), close=True)
+            self._length_required_chunked()
             return None
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
@@ -256,41 +419,120 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send(error_reply(413, str(exc), field=exc.field), close=True)
             self._drain(length)
             return None
-        deadline = time.monotonic() + self.server.settings.body_timeout_s
-        chunks, remaining = [], length
+        return length
+
+    def _read_body(self, length: int) -> bytes | None:
+        """The body, within its deadline; None when there is nothing more to do (an error was sent, or the client
+        hung up). The deadline moves with the bytes: `body_timeout_s` plus the bytes so far at `min_body_rate`,
+        so a client trickling a byte a second is cut off after `body_timeout_s`, not after the time its
+        Content-Length would allow."""
+        settings = self.server.settings
+        self.server.table.set_state(self.conn, BODY)
+        started = time.monotonic()
+        body = bytearray()
         try:
-            while remaining:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                chunk = self.rfile.read1(min(remaining, 1 << 16))
+            while len(body) < length:
+                self.reader.deadline = started + settings.body_timeout_s + len(body) / settings.min_body_rate
+                chunk = self.rfile.read1(min(length - len(body), _READ_BUFFER))
                 if not chunk:  # the client hung up before sending it all: nobody to answer
                     self.close_connection = True
                     return None
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        except TimeoutError:
-            self._send(error_reply(408, f"the request body did not arrive within "
-                                        f"{self.server.settings.body_timeout_s:g} s", field="body",
-                                   kind="RequestTimeout"), close=True)
+                body += chunk
+                self.conn.received = len(body)
+        except DeadlineExceeded:
+            self._timed_out(f"the request body did not arrive in time: {len(body)} of {length} bytes in "
+                            f"{time.monotonic() - started:.1f} s (allowed: {settings.body_timeout_s:g} s plus "
+                            f"{settings.min_body_rate // 1024} KB/s)")
             return None
-        return b"".join(chunks)
+        except TimeoutError:
+            self._timed_out(f"the request body stopped arriving: nothing for {settings.read_timeout_s:g} s")
+            return None
+        finally:
+            self.reader.deadline = None
+        if self.conn.evicted:
+            return None
+        self.server.table.set_state(self.conn, BUSY)
+        return bytes(body)
 
-    def _drain(self, length: int) -> None:
-        """After an early answer, read and drop what the client is still sending (bounded), so that closing the
-        socket does not reset the connection before the client has read the answer."""
-        budget = min(length, 4 * self.server.service.max_body_bytes)
+    def _predict(self, body: bytes) -> None:
+        cost = parse_cost(body)
+        if cost > self.server.parse_limit:
+            self._send(error_reply(413, f"the request body's JSON would take {cost / MB:.0f} MB to parse; the "
+                                        f"limit is {self.server.parse_limit / MB:.0f} MB (send numbers, not "
+                                        "objects or empty lists)", field="body"), close=True)
+            return
+        if not self.server.gate.acquire(timeout=self.server.settings.queue_timeout_s):
+            self._overloaded(f"every worker stayed busy for {self.server.settings.queue_timeout_s:g} s; retry shortly")
+            return
+        try:
+            reply = self.server.service.handle_body(body, request_id=uuid.uuid4().hex)
+        except MemoryError:
+            reply = None
+        finally:
+            self.server.gate.release()
+        if reply is None:
+            self._out_of_memory()
+        else:
+            self._send(reply)
+
+    def _length_required_chunked(self) -> None:
+        self._send(error_reply(411, "Transfer-Encoding is not supported; send the body with a Content-Length "
+                                    "header", field="body", kind="LengthRequired"), close=True)
+        self._drain(self.server.service.max_body_bytes, chunked=True)
+
+    # -- replies ------------------------------------------------------------------------------------------------
+
+    def _path(self) -> str:
+        # The origin form ("/predict?x") is a path as it stands: urlsplit would read "//predict" as a host name.
+        target = self.path
+        if target.startswith("/"):
+            return target.split("?", 1)[0].split("#", 1)[0]
+        return urlsplit(target).path or "/"
+
+    def _not_found(self, close: bool = False) -> None:
+        self._send(error_reply(404, f"no such endpoint {_clip(self._path())!r}; use GET /health, GET / or "
+                                    "POST /predict", kind="NotFound"), close=close)
+
+    def _not_allowed(self, allowed: str, close: bool = False) -> None:
+        method = _clip(self.command or "?")
+        self._send(error_reply(405, f"method {method} is not allowed on {_clip(self._path())!r}; use {allowed}",
+                               kind="MethodNotAllowed"), close=close, headers={"Allow": allowed})
+
+    def _timed_out(self, message: str) -> None:
+        self._send(error_reply(408, message, field="body", kind="RequestTimeout"), close=True)
+
+    def _overloaded(self, message: str) -> None:
+        self._send(error_reply(503, message, kind="Overloaded"), close=True, headers={"Retry-After": "1"})
+
+    def _out_of_memory(self) -> None:
+        self.close_connection = True
+        try:
+            self._overloaded("the server ran short of memory for this request; retry shortly")
+        except (MemoryError, OSError):
+            pass
+
+    def _drain(self, length: int, chunked: bool = False) -> None:
+        """After an early answer, read and drop what the client is still sending (bounded in bytes and time), so
+        that closing the socket does not reset the connection before the client has read the answer."""
+        budget = min(length, self.server.drain_limit)
         if budget <= 0:
             return
-        deadline = time.monotonic() + 2.0
+        self.reader.deadline = time.monotonic() + self.server.settings.refusal_drain_s
+        tail = b""
         try:
             self.connection.shutdown(socket.SHUT_WR)
-            while budget > 0 and time.monotonic() < deadline:
-                chunk = self.rfile.read1(min(budget, 1 << 16))
+            while budget > 0:
+                chunk = self.rfile.read1(min(budget, _READ_BUFFER))
                 if not chunk:
                     break
                 budget -= len(chunk)
+                tail = (tail + chunk)[-5:]
+                if chunked and tail == b"0\r\n\r\n":  # the last chunk (a body with trailers runs to the deadline)
+                    break
         except OSError:
             pass
+        finally:
+            self.reader.deadline = None
 
     def _send(self, reply: Reply, close: bool = False, headers: dict[str, str] | None = None) -> None:
         data = reply.text.encode()
@@ -366,9 +608,11 @@ def serve(service: Service, settings: ServerSettings) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     model = service.model
     shown_host = f"[{host}]" if ":" in str(host) else host
-    log.info("serving %s (%s, %s, sha256 %s) on http://%s:%d; %d worker(s), at most %d connections, requests up "
-             "to %d bytes", model.name, model.manifest.variant, model.backend.name, model.manifest.model.sha256[:12],
-             shown_host, port, service.replicas, settings.max_connections, service.max_body_bytes)
+    log.info("serving %s (%s, %s, sha256 %s) on http://%s:%d; %d worker(s), at most %d connections (%d per "
+             "client), requests up to %d bytes, %d MB of bodies at once", model.name, model.manifest.variant,
+             model.backend.name, model.manifest.model.sha256[:12], shown_host, port, service.replicas,
+             settings.max_connections, settings.max_per_client, service.max_body_bytes,
+             settings.body_budget_bytes // MB)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
