@@ -9,8 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,10 @@ import numpy as np
 
 from edgemaas import __version__
 from edgemaas.errors import StageFailed
+from edgemaas import reuse
+from edgemaas.compress.records import (MetricSource, Objective, Reference, ReportCard, Selection, VariantResult,
+                                       VariantStatus, save_selection)
+from edgemaas.fsutil import atomic_dir, atomic_path, is_temporary
 from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from edgemaas.isolate import run_isolated
 from edgemaas.compress.passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
@@ -65,7 +67,7 @@ class DataFiles:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for path in sorted(self.directory.glob("*")):
-            if path.name != "reference.npy":
+            if path.name != "reference.npy" and not is_temporary(path):
                 digest.update(path.name.encode() + path.read_bytes())
         return digest.hexdigest()[:16]
 
@@ -99,15 +101,13 @@ def prepare_data(ws: Workspace, root: Manifest, compress: CompressSection, seed:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # numpy appends .npy to a name without it
+        np.save(tmp, array)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.savez(tmp, **arrays)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,6 +192,14 @@ def model_sparsity(path: Path) -> float:
 def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection, gate: GateSection,
                    data_source: Path, labelled_train: bool, eval_description: str, seed: int = 0,
                    force: bool = False, report: Report = lambda _: None) -> dict[str, Any]:
+    """`compress_model_card` as the dict report.json holds (what callers that index by key still expect)."""
+    return compress_model_card(ws, root_manifest, root, compress, gate, data_source, labelled_train, eval_description,
+                               seed, force, report).to_dict()
+
+
+def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection,
+                        gate: GateSection, data_source: Path, labelled_train: bool, eval_description: str,
+                        seed: int = 0, force: bool = False, report: Report = lambda _: None) -> ReportCard:
     """Make, measure and gate every wanted variant of the model whose root variant is `root`."""
     name, task = root_manifest.name, root_manifest.task
     root_dir = ws.variant_dir(name, root)
@@ -210,12 +218,12 @@ def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: 
     variants, skipped = plan(compress.variants, compress, task, root, data.finetune)
     stamp = data.fingerprint()
     manifests: dict[str, Manifest] = {root: root_manifest}
-    rows: list[dict[str, Any]] = []
+    rows: list[VariantResult] = []
     failed: dict[str, str] = {}
     for variant in variants:
         if variant.parent in failed:
             failed[variant.name] = f"its parent {variant.parent} failed"
-            rows.append(_row(variant, "skipped", failed[variant.name]))
+            rows.append(_row(variant, VariantStatus.SKIPPED, failed[variant.name]))
             continue
         report(f"{variant.name}")
         try:
@@ -223,7 +231,7 @@ def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: 
                                      compress, stamp, force)
         except StageFailed as exc:
             failed[variant.name] = _first_lines(str(exc))
-            rows.append(_row(variant, "failed", failed[variant.name]))
+            rows.append(_row(variant, VariantStatus.FAILED, failed[variant.name]))
             continue
         manifests[variant.name] = manifest
         if variant.ships:
@@ -231,47 +239,42 @@ def compress_model(ws: Workspace, root_manifest: Manifest, root: str, compress: 
             skipped_layers = manifests[variant.parent].provenance.get("notes", {}).get("layers_skipped") \
                 if variant.parent in manifests else None
             if skipped_layers:  # the TF-MOT pass upstream left these layers alone: say which and why
-                row["notes"].append("layers left alone by " + variant.parent + ": " +
-                                    "; ".join(f"{k} ({v})" for k, v in skipped_layers.items()))
+                row.notes.append("layers left alone by " + variant.parent + ": " +
+                                 "; ".join(f"{k} ({v})" for k, v in skipped_layers.items()))
             rows.append(row)
     for variant_name, reason in skipped.items():
-        rows.append({"variant": variant_name, "format": variant_name.split("-")[0], "parent": None,
-                     "status": "skipped", "reason": reason, **_EMPTY})
+        rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
+                                  status=VariantStatus.SKIPPED, reason=reason))
     _size_ratios(rows)
-    selection = choose(rows, gate, task, data.labelled_eval, root)
-    return {
-        "model": name, "task": task, "metric": metric_name, "higher_is_better": _higher(metric_name),
-        "metric_source": "labels" if data.labelled_eval else "parity", "eval_data": eval_description,
-        "drop_unit": _unit(metric_name), "reference": {
-            "variant": root, "metric_value": reference_metric[metric_name],
-            "size_bytes": root_manifest.model.size_bytes, "gzip_bytes": _gzip_size(root_dir, root_manifest)},
-        "gate": selection, "variants": rows,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "edgemaas_version": __version__,
-    }
+    selection = gate_variants(rows, gate, task, data.labelled_eval, root)
+    return ReportCard(
+        model=name, task=task, metric=metric_name, higher_is_better=_higher(metric_name),
+        metric_source=MetricSource.LABELS if data.labelled_eval else MetricSource.PARITY,
+        eval_data=eval_description, drop_unit=_unit(metric_name),
+        reference=Reference(variant=root, metric_value=reference_metric[metric_name],
+                            size_bytes=root_manifest.model.size_bytes, gzip_bytes=_gzip_size(root_dir, root_manifest)),
+        gate=selection, variants=rows,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
+    )
 
 
-_EMPTY = {k: None for k in ("metric_value", "metric_drop", "size_bytes", "gzip_bytes", "size_ratio", "gzip_ratio",
-                            "sparsity", "parity_max_abs", "latency_p50_ms", "runtime")}
+def _row(variant: Variant, status: VariantStatus, reason: str) -> VariantResult:
+    return VariantResult(variant=variant.name, format=variant.format, parent=variant.parent, status=status,
+                         reason=reason)
 
 
-def _row(variant: Variant, status: str, reason: str) -> dict[str, Any]:
-    return {"variant": variant.name, "format": variant.format, "parent": variant.parent, "status": status,
-            "reason": reason, "notes": [], **_EMPTY}
-
-
-def _measured_row(variant: Variant, manifest: Manifest, task: str, reference: dict, labelled: bool) -> dict:
+def _measured_row(variant: Variant, manifest: Manifest, task: str, reference: dict, labelled: bool) -> VariantResult:
     m = manifest.metrics
     metric_name = PRIMARY[task][0] if labelled else reference["metric"]
     notes = manifest.provenance.get("notes", {})
-    return {
-        "variant": variant.name, "format": variant.format, "parent": variant.parent, "status": "measured",
-        "reason": "", "metric_value": m["held_out"][metric_name], "metric_drop": m["metric_drop"],
-        "size_bytes": manifest.model.size_bytes, "gzip_bytes": m["gzip_bytes"], "size_ratio": None,
-        "gzip_ratio": None, "sparsity": m["sparsity"], "parity_max_abs": m["parity_max_abs"],
-        "latency_p50_ms": m["latency_p50_ms"], "runtime": m["backend"],
-        "notes": [f"{k}: {v}" for k, v in notes.items() if k in ("recurrent", "layers_skipped", "excluded",
-                                                                  "preprocess", "fixed_batch", "warnings") and v],
-    }
+    return VariantResult(
+        variant=variant.name, format=variant.format, parent=variant.parent, status=VariantStatus.MEASURED,
+        reason="", metric_value=m["held_out"][metric_name], metric_drop=m["metric_drop"],
+        size_bytes=manifest.model.size_bytes, gzip_bytes=m["gzip_bytes"], sparsity=m["sparsity"],
+        parity_max_abs=m["parity_max_abs"], latency_p50_ms=m["latency_p50_ms"], runtime=m["backend"],
+        notes=[f"{k}: {v}" for k, v in notes.items() if k in ("recurrent", "layers_skipped", "excluded",
+                                                                "preprocess", "fixed_batch", "warnings") and v],
+    )
 
 
 def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest], root: Manifest, data: DataFiles,
@@ -283,15 +286,38 @@ def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest
                                              stamp], sort_keys=True, default=str).encode()).hexdigest()[:16]
     out_dir = ws.variant_dir(root.name, variant.name)
     if not force:
-        try:
-            existing = read_manifest(out_dir)
-            if existing.provenance.get("fingerprint") == fingerprint and intact(out_dir, existing):
-                return existing
-        except ModelLoadError:
-            pass
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+        existing = _reusable(out_dir, variant.file, fingerprint)
+        if existing is not None:
+            return existing
+    with atomic_dir(out_dir) as tmp:  # built beside it and swapped in whole: never half a variant
+        manifest = _build_variant(variant, parent, parent_dir, root, tmp, data, reference, reference_metric,
+                                  compress, fingerprint)
+        reuse.record(tmp / variant.file, fingerprint)  # published together with the model it describes
+    return manifest
+
+
+def _reusable(out_dir: Path, model_file: str, fingerprint: str) -> Manifest | None:
+    """The variant already built from these inputs, if it is still there and unchanged."""
+    try:
+        existing = read_manifest(out_dir)
+    except ModelLoadError:
+        return None
+    if existing.model.file != model_file:
+        return None
+    if reuse.is_fresh(out_dir / model_file, fingerprint):
+        return existing
+    # Built before reuse records existed: the manifest's own fingerprint and checksum say the same; record it.
+    if reuse.read_record(out_dir / model_file) is None and existing.provenance.get("fingerprint") == fingerprint \
+            and intact(out_dir, existing):
+        reuse.record(out_dir / model_file, fingerprint)
+        return existing
+    return None
+
+
+def _build_variant(variant: Variant, parent: Manifest, parent_dir: Path, root: Manifest, tmp: Path, data: DataFiles,
+                   reference: dict[str, Any], reference_metric: dict[str, Any], compress: CompressSection,
+                   fingerprint: str) -> Manifest:
+    """Run the pass into the folder `tmp` and, for a shipped variant, evaluate it there; returns its manifest."""
     source = parent_dir / parent.model.file
     out = tmp / variant.file
     started = time.perf_counter()
@@ -317,8 +343,6 @@ def _make_variant(ws: Workspace, variant: Variant, manifests: dict[str, Manifest
                             inputs=root.inputs, outputs=root.outputs, preprocessing=root.preprocessing,
                             postprocessing=root.postprocessing, limits=root.limits, provenance=provenance)
     manifest.save(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
     return manifest
 
 
@@ -340,47 +364,58 @@ def _job_args(variant: Variant, source: Path, parent: Manifest, out: Path, data:
     return (str(source), str(out))
 
 
-def _size_ratios(rows: list[dict[str, Any]]) -> None:
+def _size_ratios(rows: list[VariantResult]) -> None:
     """Sizes relative to the float32 model of the same format, as a user compares them."""
-    base = {}
+    base: dict[str, VariantResult] = {}
     for row in rows:
-        if row["variant"] in ("tflite-float32", "onnx-float32", TFLITE_ROOT, ONNX_ROOT) and row["size_bytes"]:
-            base[row["format"]] = row
+        if row.variant in ("tflite-float32", "onnx-float32", TFLITE_ROOT, ONNX_ROOT) and row.size_bytes:
+            base[row.format] = row
     for row in rows:
-        ref = base.get(row["format"])
-        if ref and row["size_bytes"]:
-            row["size_ratio"] = row["size_bytes"] / ref["size_bytes"]
-            row["gzip_ratio"] = row["gzip_bytes"] / ref["gzip_bytes"]
+        ref = base.get(row.format)
+        if ref and row.size_bytes:
+            row.size_ratio = row.size_bytes / ref.size_bytes
+            row.gzip_ratio = row.gzip_bytes / ref.gzip_bytes
 
 
-def choose(rows: list[dict[str, Any]], gate: GateSection, task: str, labelled: bool, root: str) -> dict[str, Any]:
-    """Per output format, the best variant within the metric budget; rejected ones keep the reason."""
+def gate_variants(rows: list[VariantResult], gate: GateSection, task: str, labelled: bool,
+                  root: str) -> Selection:
+    """Per output format, the best variant within the metric budget; rejected ones keep the reason. Sets each
+    measured row's status to passed, chosen or rejected."""
     unit = _unit(PRIMARY[task][0] if labelled else ("agreement" if task == "classification" else "output_rmse"))
     key = "latency_p50_ms" if gate.objective == "fastest" else ("gzip_bytes" if gate.size == "gzip" else "size_bytes")
     chosen: dict[str, str | None] = {}
     fallback = []
-    for fmt in sorted({r["format"] for r in rows if r["format"] in ("tflite", "onnx")}):
-        measured = [r for r in rows if r["format"] == fmt and r["status"] == "measured"]
+    for fmt in sorted({r.format for r in rows if r.format in ("tflite", "onnx")}):
+        measured = [r for r in rows if r.format == fmt and r.status is VariantStatus.MEASURED]
         passing = []
         for row in measured:
-            if row["metric_drop"] <= gate.max_metric_drop:
-                row["status"] = "passed"
+            if row.metric_drop <= gate.max_metric_drop:
+                row.status = VariantStatus.PASSED
                 passing.append(row)
             else:
-                row["status"] = "rejected"
-                row["reason"] = (f"metric drop {row['metric_drop']:.2f} {unit} exceeds the budget of "
-                                 f"{gate.max_metric_drop} {unit}")
+                row.status = VariantStatus.REJECTED
+                row.reason = (f"metric drop {row.metric_drop:.2f} {unit} exceeds the budget of "
+                              f"{gate.max_metric_drop} {unit}")
         if passing:
-            best = min(passing, key=lambda r: (r[key], r["variant"]))
-            best["status"] = "chosen"
-            chosen[fmt] = best["variant"]
+            best = min(passing, key=lambda r: (getattr(r, key), r.variant))
+            best.status = VariantStatus.CHOSEN
+            chosen[fmt] = best.variant
         else:
-            floats = [r for r in measured if r["variant"] in (f"{fmt}-float32", f"{fmt}-original")]
-            chosen[fmt] = floats[0]["variant"] if floats else None
+            floats = [r for r in measured if r.variant in (f"{fmt}-float32", f"{fmt}-original")]
+            chosen[fmt] = floats[0].variant if floats else None
             fallback.append(fmt)
     default = chosen.get("tflite") or chosen.get("onnx")
-    return {"max_metric_drop": gate.max_metric_drop, "objective": gate.objective, "size": gate.size,
-            "chosen": chosen, "default": default, "fallback": fallback, "unit": unit}
+    return Selection(max_metric_drop=gate.max_metric_drop, objective=Objective(gate.objective), size=gate.size,
+                     chosen=chosen, default=default, fallback=fallback, unit=unit)
+
+
+def choose(rows: list[dict[str, Any]], gate: GateSection, task: str, labelled: bool, root: str) -> dict[str, Any]:
+    """`gate_variants` on rows as report.json holds them: their status and reason are updated in place."""
+    typed = [VariantResult.from_dict(row) for row in rows]
+    selection = gate_variants(typed, gate, task, labelled, root)
+    for row, result in zip(rows, typed):
+        row["status"], row["reason"] = result.status.value, result.reason
+    return selection.to_dict()
 
 
 def _higher(metric_name: str) -> bool:
@@ -402,14 +437,14 @@ def _first_lines(message: str, count: int = 3) -> str:
     return " / ".join(lines[:count])[:600]
 
 
-def save_report(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
+def save_report(ws: Workspace, report: ReportCard | dict[str, Any]) -> dict[str, Path]:
+    """The report card under dist/<name>/report, then the gate's selection under build/<name> (what packaging reads)."""
     from edgemaas.compress.report import write_report
 
-    paths = write_report(report, ws.dist / report["model"] / "report")
-    tmp = ws.selection_file(report["model"]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(report["gate"], indent=2) + "\n")
-    os.replace(tmp, ws.selection_file(report["model"]))
+    card = report if isinstance(report, ReportCard) else ReportCard.from_dict(report)
+    paths = write_report(report, ws.dist / card.model / "report")
+    save_selection(ws.selection_file(card.model), card.gate)
     return paths
 
 
-__all__ = ["compress_model", "choose", "save_report", "model_sparsity"]
+__all__ = ["compress_model", "compress_model_card", "choose", "gate_variants", "save_report", "model_sparsity"]
