@@ -35,11 +35,17 @@ print(f"edgemaas init: imports {(_IMPORTED - _STARTED) * 1000:.1f} ms, model loa
 def handler(event: Any, context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None)
     if not _is_http_event(event):
-        # Lambda serializes the returned dict itself: no reply text to make.
+        # Lambda serializes the returned dict itself: no reply text to make. A direct invoke's event is the request
+        # body: the batch form, the tensor form, or an Open Inference Protocol inference request.
         return SERVICE.handle_request(event, request_id, serialize=False).body
-    if _method(event) == "GET":
-        return _http_response(SERVICE.describe_reply())
-    return _http_response(SERVICE.handle_body(event.get("body"), bool(event.get("isBase64Encoded")), request_id))
+    method, path = _method(event), _route_path(event)
+    if not (path == "/v2" or path.startswith("/v2/")):
+        # Outside /v2 the function answers as it always has, whatever the path (a stage or custom route may prefix
+        # it): GET describes, any other method predicts.
+        method = "GET" if method in ("GET", "HEAD") else "POST"
+        path = "/"
+    body = event.get("body") if SERVICE.accepts_body(method, path) else None
+    return _http_response(SERVICE.dispatch(method, path, body, bool(event.get("isBase64Encoded")), request_id))
 
 
 def _is_http_event(event: Any) -> bool:
@@ -55,10 +61,22 @@ def _method(event: dict[str, Any]) -> str:
     return str(http.get("method", "POST")).upper() if isinstance(http, dict) else "POST"
 
 
+def _route_path(event: dict[str, Any]) -> str:
+    """The path the service routes on: `rawPath` (HTTP API v2, function URLs) or `path` (REST API v1), from its
+    /v2 segment on when it has one (an API stage or a custom prefix comes before it)."""
+    raw = event.get("rawPath") if "rawPath" in event else event.get("path")
+    if not isinstance(raw, str):
+        return "/"
+    segments = raw.split("?", 1)[0].split("/")
+    if "v2" in segments:
+        return "/" + "/".join(segments[segments.index("v2"):])
+    return raw
+
+
 def _http_response(reply: Reply) -> dict[str, Any]:
     return {
         "statusCode": reply.status,
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": "application/json", **{k.lower(): v for k, v in reply.headers.items()}},
         "body": reply.text,
         "isBase64Encoded": False,
     }

@@ -19,8 +19,17 @@ class Backend(Protocol):
     name: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    signature_key: str | None
+    metadata: dict[str, Any]
 
-    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]: ...
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """A batch of samples (the first dimension), chunked to a fixed batch when the model has one."""
+        ...
+
+    def run_exact(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Tensors exactly as given (any dynamic dimension resized); raises the runtime's own error when the model
+        cannot run on them."""
+        ...
 
 
 # Lightest first. tf.lite is reached only on a development machine with neither light runtime installed.
@@ -45,25 +54,33 @@ class TFLiteBackend:
         self.name, interpreter_class = _tflite_interpreter_class()
         try:
             self._interp = interpreter_class(model_content=content, num_threads=num_threads)
-            self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{self.name} cannot load this model: {exc}") from exc
         self._in = self._interp.get_input_details()
         self._out = self._interp.get_output_details()
-        self.inputs = [_tflite_spec(d) for d in self._in]
-        self.outputs = [_tflite_spec(d) for d in self._out]
+        self.signature_key, names = _signature_names(self._interp, self._in, self._out)
+        self.metadata: dict[str, Any] = {}
+        self.inputs = [_tflite_spec(d, names.get(d["index"], "")) for d in self._in]
+        self.outputs = [_tflite_spec(d, names.get(d["index"], "")) for d in self._out]
         self._in_index = [d["index"] for d in self._in]
         self._out_index = [d["index"] for d in self._out]
-        first = self.inputs[0].shape
-        self._dynamic_batch = bool(first) and first[0] == -1
+        # Shapes the tensors are allocated for; None until allocated. A model whose signature is dynamic may not
+        # allocate at the placeholder shape (1 for every -1): it is allocated at the first request's shapes instead.
+        self._shapes: list[tuple[int, ...]] | None = None
+        try:
+            self._interp.allocate_tensors()
+            self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._in]
+        except (ValueError, RuntimeError) as exc:
+            if not any(spec.dynamic for spec in self.inputs):
+                raise ModelLoadError(f"{self.name} cannot load this model: {exc}") from exc
+        first = self.inputs[0].shape if self.inputs else []
         self._fixed_batch = first[0] if first and first[0] != -1 else None
-        self._batch = None  # batch size the tensors are currently allocated for
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         batch = feeds[0].shape[0]
         fixed = self._fixed_batch
         if fixed is None:
-            return self._invoke(feeds, batch)
+            return self._invoke(feeds)
         # A model frozen with a fixed batch (recurrent models are) runs in chunks of that size, the last one padded.
         results: list[list[np.ndarray]] = []
         for start in range(0, batch, fixed):
@@ -71,29 +88,59 @@ class TFLiteBackend:
             short = fixed - chunk[0].shape[0]
             if short:
                 chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-            outs = self._invoke(chunk, fixed)
+            outs = self._invoke(chunk)
             results.append([o[: fixed - short] for o in outs])
         return [np.concatenate([r[i] for r in results]) for i in range(len(self.outputs))]
 
-    def _invoke(self, feeds: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    def run_exact(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        return self._invoke(feeds)
+
+    def _invoke(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         interp = self._interp
-        if batch != self._batch and self._dynamic_batch:
-            for index, feed in zip(self._in_index, feeds):
-                interp.resize_tensor_input(index, list(feed.shape), strict=True)
+        shapes = [feed.shape for feed in feeds]
+        if shapes != self._shapes:
+            # Resized only when the shapes change: a steady stream of one shape never reallocates.
+            self._shapes = None  # until allocation succeeds: a failed one leaves the tensors unallocated
+            for index, shape in zip(self._in_index, shapes):
+                interp.resize_tensor_input(index, list(shape), strict=True)
             interp.allocate_tensors()
-            self._batch = batch
+            self._shapes = shapes
         for index, feed in zip(self._in_index, feeds):
             interp.set_tensor(index, feed)
         interp.invoke()
         return [interp.get_tensor(index) for index in self._out_index]  # get_tensor returns a copy already
 
 
-def _tflite_spec(detail: dict[str, Any]) -> TensorSpec:
+def _signature_names(interp: Any, inputs: list[dict[str, Any]],
+                     outputs: list[dict[str, Any]]) -> tuple[str | None, dict[int, str]]:
+    """The signature whose tensors are exactly the model's inputs and outputs, and its name for each tensor index.
+
+    Signature names ("regressors") say more than tensor names ("StatefulPartitionedCall:1"); the tensors keep the
+    interpreter's order, which is the order the model declares."""
+    wanted_in = {d["index"] for d in inputs}
+    wanted_out = {d["index"] for d in outputs}
+    try:
+        keys = list(interp.get_signature_list())
+    except (AttributeError, ValueError, RuntimeError):
+        return None, {}
+    for key in sorted(keys, key=lambda k: k != "serving_default"):
+        try:
+            runner = interp.get_signature_runner(key)
+            ins = {detail["index"]: name for name, detail in runner.get_input_details().items()}
+            outs = {detail["index"]: name for name, detail in runner.get_output_details().items()}
+        except (AttributeError, ValueError, RuntimeError, KeyError):
+            continue
+        if set(ins) == wanted_in and set(outs) == wanted_out:
+            return key, {**ins, **outs}
+    return None, {}
+
+
+def _tflite_spec(detail: dict[str, Any], key: str = "") -> TensorSpec:
     shape = [int(d) for d in detail.get("shape_signature", detail["shape"])]
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return TensorSpec(
         name=detail["name"], shape=shape, dtype=np.dtype(detail["dtype"]).name,
-        scale=float(scale), zero_point=int(zero_point),
+        scale=float(scale), zero_point=int(zero_point), key=key if key != detail["name"] else "",
     )
 
 
@@ -120,16 +167,36 @@ class OnnxBackend:
             raise ModelLoadError(f"onnxruntime cannot load this model: {exc}") from exc
         self.inputs = [_onnx_spec(n) for n in self._session.get_inputs()]
         self.outputs = [_onnx_spec(n) for n in self._session.get_outputs()]
+        self.signature_key = None
+        self.metadata = _onnx_metadata(self._session)
         self._input_names = [spec.name for spec in self.inputs]
         self._output_names = [spec.name for spec in self.outputs]  # named once: run(None) looks them up per call
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        # Fed and fetched by name: an ONNX file may list its outputs in any order relative to their names.
         return list(self._session.run(self._output_names, dict(zip(self._input_names, feeds))))
+
+    run_exact = run
 
 
 def _onnx_spec(node: Any) -> TensorSpec:
-    shape = [d if isinstance(d, int) else -1 for d in node.shape]
-    return TensorSpec(name=node.name, shape=shape, dtype=_ONNX_DTYPES.get(node.type, node.type))
+    """Symbolic dimensions keep their names ("batch", "height"); unnamed ones show as "?". An output whose rank
+    the graph does not say (a value from inside an If) has the shape []."""
+    raw = list(node.shape) if node.shape is not None else []
+    shape = [d if isinstance(d, int) and d >= 0 else -1 for d in raw]
+    dims: list[int | str] = [d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else "?")
+                             for d in raw]
+    return TensorSpec(name=node.name, shape=shape, dtype=_ONNX_DTYPES.get(node.type, node.type),
+                      dims=dims if -1 in shape else None)
+
+
+def _onnx_metadata(session: Any) -> dict[str, Any]:
+    """The file's own metadata_props (a label dictionary, a version...), verbatim."""
+    try:
+        props = dict(session.get_modelmeta().custom_metadata_map)
+    except (AttributeError, RuntimeError):
+        return {}
+    return {"props": props} if props else {}
 
 
 def open_backend(model_format: str, content: bytes, num_threads: int | None = None) -> Backend:

@@ -28,10 +28,30 @@ class TensorSpec:
     dtype: str
     scale: float = 0.0  # quantization scale; 0.0 means not quantized
     zero_point: int = 0
+    # The name callers use when it differs from the tensor's: a TFLite signature's name ("regressors" for the
+    # tensor "Identity_1"). Empty: the tensor name is the one.
+    key: str = ""
+    # `shape` with each dynamic dimension as the file names it ("batch", "height"), or "?" when unnamed;
+    # None when the manifest predates it (then every -1 in `shape` is an unnamed dimension).
+    dims: list[int | str] | None = None
 
     @property
     def quantized(self) -> bool:
         return self.scale != 0.0 and self.dtype in ("int8", "uint8", "int16")
+
+    @property
+    def public_name(self) -> str:
+        return self.key or self.name
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape)
+
+    def shown_dims(self) -> list[int | str]:
+        """The shape as describe shows it: fixed sizes as numbers, dynamic ones by name (or "?")."""
+        if self.dims is not None and len(self.dims) == len(self.shape):
+            return list(self.dims)
+        return [d if d >= 0 else "?" for d in self.shape]
 
 
 @dataclass
@@ -60,6 +80,15 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
+    # Request forms the model takes on POST /predict: "batch" ({"inputs": [sample, ...]} -> predictions) and/or
+    # "tensors" ({"inputs": {name: tensor}} -> every output by name). Empty: decided from the task (older manifests).
+    # Every model also takes the Open Inference Protocol (POST /v2/models/<name>/infer).
+    request_forms: list[str] = field(default_factory=list)
+    # TFLite: the signature the names come from ("serving_default"); None for ONNX or a file without signatures.
+    signature_key: str | None = None
+    # What the file itself carries, kept verbatim and shown by describe, never interpreted: ONNX metadata_props,
+    # TFLite metadata entries and associated files ({"props": {...}, "files": [...]}).
+    model_metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":

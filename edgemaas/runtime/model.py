@@ -8,24 +8,39 @@ from typing import Any
 
 import numpy as np
 
+from . import oip
 from .backends import Backend, open_backend
+from .codec import TensorCodec
 from .errors import ModelLoadError, RequestError
 from .manifest import Manifest, TensorSpec, read_manifest, read_verified_model
-from .processing import InputProcessor, OutputProcessor
+from .processing import InputProcessor, OutputProcessor, json_type
+from .tensors import DEFAULT_MAX_INPUT_ELEMENTS, TensorInput, TensorOutput, check_shared_dims
+
+
+BATCH, TENSORS = "batch", "tensors"
 
 
 class ServingModel:
     def __init__(self, manifest: Manifest, backend: Backend) -> None:
         self.manifest = manifest
         self.backend = backend
-        if len(manifest.preprocessing) != len(backend.inputs):
+        self.forms = list(manifest.request_forms) or [BATCH]  # manifests before request_forms: batch only
+        unknown = set(self.forms) - {BATCH, TENSORS}
+        if unknown:
+            raise ModelLoadError(f"manifest names request form(s) {', '.join(sorted(unknown))} this runtime does "
+                                 "not serve; update edgemaas")
+        if BATCH in self.forms and len(manifest.preprocessing) != len(backend.inputs):
             raise ModelLoadError(f"manifest describes {len(manifest.preprocessing)} inputs; the model has "
                                  f"{len(backend.inputs)}")
         self._inputs = [InputProcessor(step, manifest.limits) for step in manifest.preprocessing]
-        self._output = OutputProcessor(manifest.postprocessing)
+        self._output = OutputProcessor(manifest.postprocessing) if BATCH in self.forms else None
         # Quantization constants worked out once per tensor, not per request.
         self._encoders = [TensorCodec(spec) for spec in backend.inputs]
         self._decoders = [TensorCodec(spec) for spec in backend.outputs]
+        # Every model also answers in tensors (its own names, every output): on the tensor form and the OIP.
+        self.tensor_inputs = [TensorInput(spec) for spec in backend.inputs]
+        self.tensor_outputs = [TensorOutput(spec) for spec in backend.outputs]
+        self.max_input_elements = int(manifest.limits.get("max_input_elements", DEFAULT_MAX_INPUT_ELEMENTS))
 
     @property
     def name(self) -> str:
@@ -33,11 +48,48 @@ class ServingModel:
 
     def describe(self) -> dict[str, Any]:
         """What a caller needs to form a request (served on GET by the handler)."""
-        return {
+        description: dict[str, Any] = {
             "model": self.manifest.name, "variant": self.manifest.variant, "task": self.manifest.task,
-            "inputs": [p.describe() for p in self._inputs], "max_batch": self._inputs[0].max_batch,
+            "inputs": [p.describe() for p in self._inputs] if BATCH in self.forms else
+            [t.describe() for t in self.tensor_inputs],
+            "max_batch": int(self.manifest.limits.get("max_batch", 256)),
             "sha256": self.manifest.model.sha256, "backend": self.backend.name,
         }
+        description.update(self.describe_tensors())
+        return description
+
+    def describe_tensors(self) -> dict[str, Any]:
+        """The tensor view: every input and output with name, dtype and shape (dynamic dimensions named), the
+        request forms with an example each, and the file's own metadata."""
+        tensors: dict[str, Any] = {
+            "forms": self.forms + ["oip"],
+            "tensors": {"inputs": [t.describe() for t in self.tensor_inputs],
+                        "outputs": [t.describe() for t in self.tensor_outputs]},
+            "max_input_elements": self.max_input_elements,
+            "examples": self.examples(),
+        }
+        if self.backend.signature_key:
+            tensors["signature"] = self.backend.signature_key
+        if self.manifest.model_metadata or self.backend.metadata:
+            tensors["metadata"] = self.manifest.model_metadata or self.backend.metadata
+        return tensors
+
+    def examples(self) -> dict[str, Any]:
+        """One request per accepted form, with every dynamic dimension at 1."""
+        shapes = [[d if d >= 0 else 1 for d in t.shape] for t in self.tensor_inputs]
+        examples: dict[str, Any] = {}
+        if TENSORS in self.forms:
+            examples["POST /predict (tensors)"] = {"inputs": {
+                t.name: np.zeros(shape, dtype=t.dtype).tolist() for t, shape in zip(self.tensor_inputs, shapes)}}
+        if BATCH in self.forms and self._inputs:
+            first = self._inputs[0]
+            sample = "turn on the lights" if first.kind == "text" else np.zeros(first.shape).tolist()
+            examples["POST /predict (batch)"] = {"inputs": [sample]}
+        examples[f"POST /v2/models/{self.name}/infer"] = {"inputs": [
+            {"name": t.name, "shape": shape, "datatype": oip.DATATYPES.get(t.dtype, t.dtype.upper()),
+             "data": np.zeros(shape, dtype=t.dtype).reshape(-1).tolist()}
+            for t, shape in zip(self.tensor_inputs, shapes)]}
+        return examples
 
     def prepare(self, inputs: Any) -> list[np.ndarray]:
         """Validate a request's `inputs` and turn it into preprocessed float/token arrays, one per model input.
@@ -76,40 +128,54 @@ class ServingModel:
         return self._output.values(self.infer(arrays)[0])
 
     def predict(self, inputs: Any) -> list[dict[str, Any]]:
+        if self._output is None:
+            raise RequestError("inputs", "this model takes named tensors, not a batch of samples: send "
+                                         f"{{\"inputs\": {{{', '.join(repr(t.name) for t in self.tensor_inputs)}: "
+                                         "...}}} (GET / shows an example)")
         return self._output(self.infer(self.prepare(inputs))[0])
 
+    def prepare_tensors(self, inputs: Any) -> list[np.ndarray]:
+        """The tensor form's `inputs` (an object keyed by input name) -> checked arrays in the model's order."""
+        names = [t.name for t in self.tensor_inputs]
+        if not isinstance(inputs, dict):
+            raise RequestError("inputs", f"expected an object keyed by input name ({', '.join(names)}), got "
+                                         f"{json_type(inputs)}")
+        unknown = sorted(str(k) for k in inputs if k not in names)
+        if unknown:
+            shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+            raise RequestError("inputs", f"unknown input(s) {shown}; this model takes {', '.join(names)}")
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise RequestError("inputs", f"missing input(s) {', '.join(missing)}; this model takes "
+                                         f"{', '.join(names)}")
+        budget = self.max_input_elements
+        arrays = []
+        for tensor in self.tensor_inputs:
+            array = tensor.from_nested(inputs[tensor.name], f"inputs.{tensor.name}", budget)
+            budget -= array.size
+            arrays.append(array)
+        check_shared_dims(self.tensor_inputs, arrays, "inputs")
+        return arrays
 
-class TensorCodec:
-    """Float arrays to one tensor's dtype and back: quantize with its scale and zero point, or just cast.
+    def run_tensors(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Checked arrays -> every output in the caller's terms, in the model's order.
 
-    The textbook `clip(round(x / scale + zero_point))`, with the constants looked up once and the clip as
-    minimum/maximum (np.clip costs more in Python than in arithmetic), each step a new array (on a few values, `out=`
-    costs more than it saves): on a single sample numpy's per-call cost is most of the work.
-    """
+        The model may still refuse a shape its file leaves open (a length that must be a multiple of 4): the
+        runtime's reason becomes a RequestError, since nothing but the request's shapes changed."""
+        feeds = [t.to_model(a) for t, a in zip(self.tensor_inputs, arrays)]
+        try:
+            outputs = self.backend.run_exact(feeds)
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError, onnxruntime its own types
+            shapes = ", ".join(f"{t.name} {list(a.shape)}" for t, a in zip(self.tensor_inputs, arrays))
+            reason = " ".join(str(exc).split())[:300]
+            raise RequestError("inputs", f"the model cannot run on these shapes ({shapes}): {reason}") from None
+        return [t.from_model(o) for t, o in zip(self.tensor_outputs, outputs)]
 
-    def __init__(self, spec: TensorSpec) -> None:
-        self.dtype = np.dtype(spec.dtype)
-        self.quantized = spec.quantized
-        if self.quantized:
-            info = np.iinfo(self.dtype)
-            # (scale, zero point, low, high): as Python numbers numpy casts them to the array's float type on every
-            # call, so prepared float32 arrays get them as float32 scalars made once (same values, less work).
-            self._numbers = (spec.scale, spec.zero_point, int(info.min), int(info.max))
-            self._float32 = tuple(np.float32(n) for n in self._numbers)
-
-    def encode(self, array: np.ndarray) -> np.ndarray:
-        if not (self.quantized and array.dtype.kind == "f"):
-            return array.astype(self.dtype, copy=False)
-        scale, zero_point, low, high = self._float32 if array.dtype == np.float32 else self._numbers
-        with np.errstate(over="ignore"):  # values beyond the int range are clipped just below
-            q = np.rint(array / scale + zero_point)  # np.round without decimals: half to even
-        return np.maximum(np.minimum(q, high), low).astype(self.dtype)
-
-    def decode(self, array: np.ndarray) -> np.ndarray:
-        if not self.quantized:
-            return array.astype(np.float32, copy=False)
-        scale, zero_point, _, _ = self._float32
-        return (array.astype(np.float32) - zero_point) * scale
+    def predict_tensors(self, inputs: Any) -> dict[str, Any]:
+        """The tensor form: every output by name with its shape and dtype, in the model's order."""
+        outputs = self.run_tensors(self.prepare_tensors(inputs))
+        return {t.name: {"shape": list(a.shape), "dtype": str(a.dtype), "data": a.tolist()}
+                for t, a in zip(self.tensor_outputs, outputs)}
 
 
 def _to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

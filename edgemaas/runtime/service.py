@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import queue
@@ -22,9 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import oip
 from .errors import RequestError
-from .model import ServingModel
+from .model import TENSORS, ServingModel
 from .processing import json_type
+from .tensors import check_shared_dims
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit; the edge server's default too
 _MB = 1024 * 1024
@@ -56,6 +59,7 @@ class Reply:
     status: int
     body: dict[str, Any]
     _text: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict)  # extra HTTP headers (Allow on a 405)
 
     @property
     def text(self) -> str:
@@ -220,7 +224,10 @@ class Service:
         itself (the Lambda handler's direct invokes); otherwise a body JSON cannot carry is a 500 here.
         """
         try:
-            reply = Reply(200, self.predict(request_inputs(request)))
+            if oip.is_oip_request(request):
+                reply = Reply(200, self.infer_oip(request))
+            else:
+                reply = Reply(200, self.predict(request_inputs(request)))
             if serialize:
                 reply.text  # noqa: B018 (made now, inside the guard)
             return reply
@@ -232,13 +239,123 @@ class Service:
                                request_id=request_id)
 
     def predict(self, inputs: Any) -> dict[str, Any]:
-        """Validated predictions for `inputs`; raises RequestError (a 400) for a request the model cannot serve."""
+        """Validated predictions for `inputs`; raises RequestError (a 400) for a request the model cannot serve.
+
+        An object of named tensors, for a model that takes them, gets every output by name instead."""
+        tensors = isinstance(inputs, dict) and TENSORS in self.model.forms
         model = self._borrow()
         try:
+            if tensors:
+                return {"model": self._name, "variant": self._variant, "outputs": model.predict_tensors(inputs)}
             predictions = model.predict(inputs)
         finally:
             self._give_back(model)
         return {"model": self._name, "variant": self._variant, "predictions": predictions}
+
+    def infer_oip(self, request: Any) -> dict[str, Any]:
+        """An Open Inference Protocol request -> its response body (every output, or those asked for)."""
+        model = self.model
+        arrays, wanted, request_id = oip.parse_request(request, model.tensor_inputs, model.tensor_outputs,
+                                                       model.max_input_elements)
+        check_shared_dims(model.tensor_inputs, arrays, "inputs")
+        model = self._borrow()
+        try:
+            outputs = model.run_tensors(arrays)
+        finally:
+            self._give_back(model)
+        return oip.response(self._name, list(zip(model.tensor_outputs, outputs)), wanted, request_id)
+
+    # -- routes: every surface (edge server, Lambda HTTP events) sends every request here -----------------------
+
+    def accepts_body(self, method: str, path: str) -> bool:
+        """Whether `dispatch` reads a body for this method and path (a server reads it only then)."""
+        route = self._route(path)
+        return (method.upper() == "POST" and route is not None and route[0] in ("root", "predict", "infer")
+                and route[1] in (None, self._name))
+
+    def dispatch(self, method: str, path: str, body: bytes | str | None, is_base64: bool = False,
+                 request_id: str | None = None) -> Reply:
+        """One HTTP request -> its Reply: the routes, 404 and 405 in our error shape. `path` without the query."""
+        method = method.upper()
+        route = self._route(path)
+        if route is None:
+            return error_reply(404, f"no such endpoint {_clip(path)!r}; use GET /, GET /health, POST /predict, or "
+                                    f"the Open Inference Protocol under /v2 (POST /v2/models/{self._name}/infer)",
+                               kind="NotFound")
+        kind, model_name = route
+        if model_name is not None and model_name != self._name:
+            return error_reply(404, f"no model named {_clip(model_name)!r}; this server serves {self._name!r}",
+                               kind="NotFound")
+        allowed = _ALLOWED[kind]
+        if method == "HEAD" and "GET" in allowed:
+            method = "GET"
+        if method not in allowed:
+            reply = error_reply(405, f"method {_clip(method)} is not allowed on {_clip(path)!r}; use "
+                                     f"{', '.join(allowed)}", kind="MethodNotAllowed")
+            reply.headers["Allow"] = ", ".join(allowed)
+            return reply
+        if kind == "root" and method == "GET":
+            return self.describe_reply()
+        if kind in ("root", "predict", "infer"):
+            try:
+                request = parse_body(body, is_base64, self.max_body_bytes)
+            except BadRequest as exc:
+                return self._rejected(exc, request_id)
+            if kind == "infer":
+                return self._guarded(lambda: self.infer_oip(request), request_id)
+            return self.handle_request(request, request_id)
+        if kind == "health":
+            return self.health_reply()
+        return _json_reply(self._v2_body(kind))
+
+    def _v2_body(self, kind: str) -> dict[str, Any]:
+        model = self.model
+        if kind == "server":
+            return {"name": "edgemaas", "version": _version(), "extensions": []}
+        if kind in ("live", "ready"):
+            return {kind: True}
+        if kind == "model_ready":
+            return {"name": self._name, "ready": True}
+        return oip.model_metadata(self._name, model.manifest.model.format, model.tensor_inputs, model.tensor_outputs)
+
+    def _route(self, path: str) -> tuple[str, str | None] | None:
+        """(route kind, model name named in the path or None), or None for no such endpoint."""
+        if path == "/":
+            return "root", None
+        if path == "/predict":
+            return "predict", None
+        if path == "/health":
+            return "health", None
+        parts = path.strip("/").split("/")
+        if parts[0] != "v2" or path.endswith("//"):
+            return None
+        rest = parts[1:]
+        if rest in ([], [""]):
+            return "server", None
+        if rest in (["health", "live"], ["health", "ready"]):
+            return rest[1], None
+        if len(rest) < 2 or rest[0] != "models" or not rest[1]:
+            return None
+        name, tail = rest[1], rest[2:]
+        if len(tail) >= 2 and tail[0] == "versions":
+            if tail[1] != oip.MODEL_VERSION:
+                return None
+            tail = tail[2:]
+        kinds = {(): "metadata", ("ready",): "model_ready", ("infer",): "infer"}
+        kind = kinds.get(tuple(tail))
+        return (kind, name) if kind else None
+
+    def _guarded(self, work: Any, request_id: str | None) -> Reply:
+        try:
+            reply = Reply(200, work())
+            reply.text  # noqa: B018 (made now, inside the guard)
+            return reply
+        except (BadRequest, RequestError) as exc:
+            return self._rejected(exc, request_id)
+        except Exception:  # the contract: never let a request escape as an unhandled exception
+            logger.exception("internal error serving request %s", request_id)
+            return error_reply(500, "internal error; see the service's logs", kind="InternalError",
+                               request_id=request_id)
 
     def _borrow(self) -> ServingModel:
         timeout = self.borrow_timeout_s
@@ -259,7 +376,30 @@ class Service:
             self._pool.put(model)
 
     def _rejected(self, exc: BadRequest | RequestError, request_id: str | None) -> Reply:
+        """The error reply for a refused request (RequestError subclasses may carry their own status: 413)."""
         status = getattr(exc, "status", 400)
         kind = getattr(exc, "kind", "InvalidRequest")
         logger.info("rejected request %s: %s", request_id, exc)
         return error_reply(status, str(exc), field=getattr(exc, "field", None), kind=kind)
+
+
+_ALLOWED = {"root": ("GET", "POST"), "predict": ("POST",), "health": ("GET",), "server": ("GET",), "live": ("GET",),
+            "ready": ("GET",), "model_ready": ("GET",), "metadata": ("GET",), "infer": ("POST",)}
+
+
+def _json_reply(body: dict[str, Any]) -> Reply:
+    return Reply(200, body, json.dumps(body))
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@functools.lru_cache(maxsize=1)
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgemaas")
+    except Exception:  # a Lambda zip or edge bundle ships the runtime without the package's metadata
+        return "unknown"
