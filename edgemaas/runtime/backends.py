@@ -71,7 +71,8 @@ class TFLiteBackend:
             self._interp.allocate_tensors()
             self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._in]
         except (ValueError, RuntimeError) as exc:
-            if not any(spec.dynamic for spec in self.inputs):
+            # An op the interpreter lacks fails at any shape; a shape-dependent failure waits for a real shape.
+            if "custom op" in str(exc) or not any(spec.dynamic for spec in self.inputs):
                 raise ModelLoadError(f"{self.name} cannot load this model: {exc}") from exc
         first = self.inputs[0].shape if self.inputs else []
         self._fixed_batch = first[0] if first and first[0] != -1 else None

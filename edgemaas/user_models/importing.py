@@ -19,6 +19,7 @@ from edgemaas.isolate import run_isolated
 from edgemaas.user_models.model_safety import check_model_code
 from edgemaas.packaging.common.secrets import check_no_secrets
 from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
+from edgemaas.runtime.tensors import DEFAULT_MAX_INPUT_ELEMENTS, SERVED_DTYPES
 from edgemaas.user_models.signature import variant_manifest
 from edgemaas.train.training import DEFAULT_LIMITS
 from edgemaas.workspace import Workspace
@@ -105,22 +106,61 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
 
 
 def _shell_manifest(name: str, model_path: Path, labels: list[str] | None) -> Manifest:
-    """Processing derived from the model's own signature: identity inputs, labels if given, raw values otherwise."""
-    from edgemaas.user_models.signature import load_model_signature
+    """The manifest of a model brought without a task, from its own signature.
 
-    backend = load_model_signature(model_path)
-    steps = []
-    for spec in backend.inputs:
-        sample = spec.shape[1:]
-        if any(d < 0 for d in sample):
-            raise UserError(f"{model_path.name}: input {spec.name} has dynamic dimensions {spec.shape}; edgemaas "
-                            "serves models with a fixed sample shape (only the batch may vary)")
-        steps.append({"input": _field_name(spec), "kind": "numeric", "shape": sample, "mean": 0.0, "std": 1.0})
+    Every input and output is recorded (names, dtypes, shapes with dynamic dimensions, the TFLite signature's
+    names) and served in the tensor form and the Open Inference Protocol. A model with one input whose sample shape
+    is fixed also takes the batch form (`{"inputs": [sample, ...]}`), labelled when `labels` are given."""
+    from edgemaas.user_models.signature import load_model_signature
+    from edgemaas.user_models.tflite_metadata import custom_ops, read_tflite_metadata
+
+    try:
+        signature = load_model_signature(model_path)
+    except ModelLoadError as exc:
+        ops = custom_ops(model_path) if model_path.suffix == ".tflite" else []
+        if ops:
+            raise UserError(f"{model_path.name}: the model uses the custom op(s) {', '.join(ops)}, which LiteRT "
+                            "cannot run (it has no kernel for them); re-export the model with builtin ops only, "
+                            "or export it to ONNX") from None
+        raise
+    _check_dtypes(model_path, signature.inputs + signature.outputs)
+    batchable = len(signature.inputs) == 1 and _fixed_sample(signature.inputs[0])
+    if labels and not (batchable or len(signature.inputs) > 1 and all(map(_fixed_sample, signature.inputs))):
+        raise UserError(f"{model_path.name}: --labels is for a classifier taking a batch of samples of a fixed shape; "
+                        f"this model's inputs are {_shapes(signature.inputs)}. Leave out --labels: the model is "
+                        "served in tensors, every output by name")
+    if labels:
+        forms = ["batch"] if len(signature.inputs) > 1 else ["batch", "tensors"]
+    else:
+        forms = ["batch", "tensors"] if batchable else ["tensors"]
+    steps = [{"input": _field_name(spec), "kind": "numeric", "shape": spec.shape[1:], "mean": 0.0, "std": 1.0}
+             for spec in signature.inputs] if "batch" in forms else []
     post: dict[str, Any] = {"kind": "classification", "labels": labels} if labels else {"kind": "raw"}
-    return Manifest(name=name, variant="source", task="classification" if labels else "raw",
+    metadata = dict(signature.metadata)
+    if model_path.suffix == ".tflite":
+        metadata.update(read_tflite_metadata(model_path))
+    task = "classification" if labels else ("raw" if batchable else "tensors")
+    return Manifest(name=name, variant="source", task=task,
                     model=ModelFile(file=model_path.name, format="", sha256="", size_bytes=0),
-                    inputs=backend.inputs, outputs=backend.outputs, preprocessing=steps, postprocessing=post,
-                    limits=dict(DEFAULT_LIMITS), provenance={"created_by": f"edgemaas {__version__}"})
+                    inputs=signature.inputs, outputs=signature.outputs, preprocessing=steps, postprocessing=post,
+                    limits={**DEFAULT_LIMITS, "max_input_elements": DEFAULT_MAX_INPUT_ELEMENTS},
+                    provenance={"created_by": f"edgemaas {__version__}"}, request_forms=forms,
+                    signature_key=signature.signature_key, model_metadata=metadata)
+
+
+def _fixed_sample(spec: TensorSpec) -> bool:
+    return len(spec.shape) >= 1 and all(d >= 0 for d in spec.shape[1:])
+
+
+def _shapes(specs: list[TensorSpec]) -> str:
+    return ", ".join(f"{s.public_name} {s.shown_dims()}" for s in specs)
+
+
+def _check_dtypes(model_path: Path, specs: list[TensorSpec]) -> None:
+    odd = [f"{s.public_name} ({s.dtype})" for s in specs if s.dtype not in SERVED_DTYPES]
+    if odd:
+        raise UserError(f"{model_path.name}: edgemaas serves tensors of {', '.join(SERVED_DTYPES)}; this model has "
+                        f"{', '.join(odd)}")
 
 
 def _field_name(spec: TensorSpec) -> str:
@@ -188,7 +228,8 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
         inputs=shell.inputs, outputs=shell.outputs, preprocessing=shell.preprocessing,
         postprocessing=shell.postprocessing, limits=shell.limits,
         provenance={"created_by": f"edgemaas {__version__}", "pass": "import", "source": str(path),
-                    "source_format": fmt, **_trust(trust_code)})
+                    "source_format": fmt, **_trust(trust_code)},
+        request_forms=shell.request_forms, signature_key=shell.signature_key, model_metadata=shell.model_metadata)
     manifest.save(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

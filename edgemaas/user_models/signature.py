@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ def variant_manifest(parent: Manifest, model_path: Path, variant: str, provenanc
         preprocessing=parent.preprocessing, postprocessing=parent.postprocessing, limits=parent.limits,
         provenance={"created_by": f"edgemaas {__version__}", "parent": parent.model.sha256,
                     "parent_variant": parent.variant, **provenance},
+        request_forms=list(parent.request_forms), signature_key=backend.signature_key,
+        model_metadata=dict(parent.model_metadata),
     )
 
 
@@ -31,6 +33,8 @@ def variant_manifest(parent: Manifest, model_path: Path, variant: str, provenanc
 class Signature:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    signature_key: str | None = None  # TFLite: the signature the tensor names come from
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the file carries (ONNX metadata_props)
 
 
 def _signature_job(model_path: str) -> Signature:
@@ -38,7 +42,7 @@ def _signature_job(model_path: str) -> Signature:
 
     path = Path(model_path)
     backend = open_backend(path.suffix.lstrip("."), path.read_bytes())
-    return Signature(backend.inputs, backend.outputs)
+    return Signature(backend.inputs, backend.outputs, backend.signature_key, dict(backend.metadata))
 
 
 def load_model_signature(model_path: Path) -> Signature:
