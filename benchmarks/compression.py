@@ -37,6 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from edgemaas.bench.run import cpu_name  # noqa: E402
+from edgemaas.compress.records import ReportCard, VariantResult, VariantStatus  # noqa: E402
 from edgemaas.fsutil import atomic_write_json  # noqa: E402
 from edgemaas.units import PERCENT_METRICS, format_metric, metric_label  # noqa: E402
 
@@ -192,9 +193,10 @@ def _types(by_type: dict[str, int]) -> str:
 # Checks
 
 
-def analyse(ws: Any, name: str, card: dict[str, Any]) -> dict[str, Any]:
+def analyse(ws: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
     """Target rows and explanations for one model's report card."""
-    rows_by = {r["variant"]: r for r in card["variants"]}
+    card = ReportCard.from_dict(data)
+    rows_by = card.rows_by_name()
     params = parameters(ws, name)
     small = params is not None and params < MIN_PARAMS
     checks = []
@@ -210,9 +212,9 @@ def analyse(ws: Any, name: str, card: dict[str, Any]) -> dict[str, Any]:
     checks.append(_ratio_check(ws, name, rows_by, "tflite-pruned-int8", "tflite-float32", "gzip_bytes",
                                PRUNED_GZIP_TARGET, "pruned (80%) + int8 TFLite gzip / float32 TFLite gzip"))
     checks.append(_drop_check(name, card, rows_by))
-    return {"model": name, "parameters": params, "task": card["task"], "metric": card["metric"],
-            "drop_unit": card["drop_unit"], "reference": card["reference"], "gate": card["gate"], "checks": checks,
-            "variants": card["variants"]}
+    return {"model": name, "parameters": params, "task": card.task, "metric": card.metric,
+            "drop_unit": card.drop_unit, "reference": card.reference.to_dict(), "gate": card.gate.to_dict(),
+            "checks": checks, "variants": [r.to_dict() for r in card.variants]}
 
 
 def parameters(ws: Any, name: str) -> int | None:
@@ -225,15 +227,15 @@ def parameters(ws: Any, name: str) -> int | None:
         return None
 
 
-def _unusable(row: dict[str, Any] | None, variant: str) -> str | None:
+def _unusable(row: VariantResult | None, variant: str) -> str | None:
     if row is None:
         return f"{variant} is not in the report"
-    if row["status"] in ("failed", "skipped") or row.get("size_bytes") is None:
-        return f"{variant} {row['status']}: {row.get('reason') or 'no measurement'}"
+    if row.status in (VariantStatus.FAILED, VariantStatus.SKIPPED) or row.size_bytes is None:
+        return f"{variant} {row.status.value}: {row.reason or 'no measurement'}"
     return None
 
 
-def _ratio_check(ws: Any, name: str, rows_by: dict[str, dict[str, Any]], variant: str, base: str, key: str,
+def _ratio_check(ws: Any, name: str, rows_by: dict[str, VariantResult], variant: str, base: str, key: str,
                  target: float, label: str) -> dict[str, Any]:
     row, ref = rows_by.get(variant), rows_by.get(base)
     check: dict[str, Any] = {"model": name, "check": label, "variant": variant, "target": f"<= {target:.2f}x",
@@ -244,12 +246,13 @@ def _ratio_check(ws: Any, name: str, rows_by: dict[str, dict[str, Any]], variant
         check["explanation"] = problem
         check["measured"] = "not measured"
         return check
-    value = row[key] / ref[key]
+    mine_bytes, base_bytes = getattr(row, key), getattr(ref, key)
+    value = mine_bytes / base_bytes
     check["value"] = value
-    check["measured"] = f"{value:.3f}x ({kb(row[key])} / {kb(ref[key])})"
+    check["measured"] = f"{value:.3f}x ({kb(mine_bytes)} / {kb(base_bytes)})"
     check["result"] = "met" if value <= target else "MISSED"
-    if row["status"] == "rejected":
-        check["note"] = f"{variant} was rejected by the gate: {row['reason']}"
+    if row.status is VariantStatus.REJECTED:
+        check["note"] = f"{variant} was rejected by the gate: {row.reason}"
     mine, theirs = constants_of(ws, name, variant), constants_of(ws, name, base)
     check["constants"] = {variant: mine, base: theirs}
     if check["result"] == "MISSED":
@@ -287,64 +290,64 @@ def _size_explanation(variant: str, mine: dict[str, Any] | None, theirs: dict[st
     return f"{lead}. {detail}"
 
 
-def _gzip_explanation(row: dict[str, Any], ref: dict[str, Any], mine: dict[str, Any] | None,
+def _gzip_explanation(row: VariantResult, ref: VariantResult, mine: dict[str, Any] | None,
                       theirs: dict[str, Any] | None, target: float) -> str:
-    sparsity = row.get("sparsity")
+    sparsity = row.sparsity
     leads = []
     if mine and "error" not in mine and mine["other_bytes"] > mine["constant_bytes"]:
         leads.append(f"graph structure dominates ({kb(mine['other_bytes'])} of the {kb(mine['file_bytes'])} raw file "
                      "is not constant data)")
     if sparsity is not None and sparsity < 0.75:
         leads.append(f"weights are only {sparsity:.1%} zeros")
-    if mine and "error" not in mine and mine["constant_gzip_bytes"] / ref["gzip_bytes"] <= target:
+    if mine and "error" not in mine and mine["constant_gzip_bytes"] / ref.gzip_bytes <= target:
         leads.append("the constants alone would meet it")
-    text = (f"{row['variant']}: weight sparsity {sparsity:.1%}, " if sparsity is not None else f"{row['variant']}: ")
-    text += f"gzip {kb(row['gzip_bytes'])} of raw {kb(row['size_bytes'])}"
+    text = (f"{row.variant}: weight sparsity {sparsity:.1%}, " if sparsity is not None else f"{row.variant}: ")
+    text += f"gzip {kb(row.gzip_bytes)} of raw {kb(row.size_bytes)}"
     if mine and "error" not in mine:
-        share = mine["constant_gzip_bytes"] / ref["gzip_bytes"]
+        share = mine["constant_gzip_bytes"] / ref.gzip_bytes
         text += (f"; its constants are {kb(mine['constant_bytes'])} raw, {kb(mine['constant_gzip_bytes'])} gzipped "
                  f"alone ({share:.3f}x the float32 gzip), the other {kb(mine['other_bytes'])} raw bytes are graph "
                  "structure and quantization parameters")
     if theirs and "error" not in theirs:
-        text += (f"; float32: gzip {kb(ref['gzip_bytes'])}, constants {kb(theirs['constant_bytes'])} of "
+        text += (f"; float32: gzip {kb(ref.gzip_bytes)}, constants {kb(theirs['constant_bytes'])} of "
                  f"{kb(theirs['file_bytes'])}")
         if mine and "error" not in mine:
             text += f"; graph: {mine['structure']} vs {theirs['structure']} in float32"
     return (f"{'; '.join(leads)}. " if leads else "") + text
 
 
-def _drop_check(name: str, card: dict[str, Any], rows_by: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    unit = card["drop_unit"]
-    target = DROP_TARGETS.get(name, DEFAULT_DROP_TARGET.get(unit, card["gate"]["max_metric_drop"]))
+def _drop_check(name: str, card: ReportCard, rows_by: dict[str, VariantResult]) -> dict[str, Any]:
+    unit = card.drop_unit
+    target = DROP_TARGETS.get(name, DEFAULT_DROP_TARGET.get(unit, card.gate.max_metric_drop))
     short = "pt" if unit == "accuracy points" else "% RMSE" if unit == "% of RMSE" else unit
     row = rows_by.get("tflite-int8")
     check: dict[str, Any] = {"model": name, "check": f"full-int8 TFLite metric drop ({unit})", "variant": "tflite-int8",
                              "target": f"<= {target:g} {short}", "target_value": target, "value": None,
                              "measured": "not measured", "result": "MISSED", "explanation": None}
     problem = _unusable(row, "tflite-int8")
-    if problem or row.get("metric_drop") is None:
+    if problem or row.metric_drop is None:
         check["explanation"] = problem or "tflite-int8 has no metric"
         return check
-    drop = row["metric_drop"]
+    drop = row.metric_drop
     check["value"] = drop
-    check["measured"] = f"{drop:+.2f} {short} ({_metric(card, card['reference']['metric_value'])} -> " \
-                        f"{_metric(card, row['metric_value'])})"
+    check["measured"] = f"{drop:+.2f} {short} ({_metric(card, card.reference.metric_value)} -> " \
+                        f"{_metric(card, row.metric_value)})"
     check["result"] = "met" if drop <= target else "MISSED"
     if check["result"] == "MISSED":
-        others = [f"{v} {rows_by[v]['metric_drop']:+.2f}" for v in ("tflite-int16x8", "tflite-qat-int8",
-                                                                    "tflite-clustered-int8", "tflite-dynamic")
-                  if rows_by.get(v, {}).get("metric_drop") is not None]
-        notes = "; ".join(row.get("notes") or [])
-        check["explanation"] = (f"tflite-int8 {card['metric']} {_metric(card, row['metric_value'])} vs float "
-                                f"{_metric(card, card['reference']['metric_value'])} on {card['eval_data']}"
+        others = [f"{v} {rows_by[v].metric_drop:+.2f}" for v in ("tflite-int16x8", "tflite-qat-int8",
+                                                                 "tflite-clustered-int8", "tflite-dynamic")
+                  if v in rows_by and rows_by[v].metric_drop is not None]
+        notes = "; ".join(row.notes)
+        check["explanation"] = (f"tflite-int8 {card.metric} {_metric(card, row.metric_value)} vs float "
+                                f"{_metric(card, card.reference.metric_value)} on {card.eval_data}"
                                 + (f"; notes: {notes}" if notes else "")
                                 + (f"; other drops ({short}): {', '.join(others)}" if others else ""))
     return check
 
 
-def _metric(card: dict[str, Any], value: float) -> str:
-    text = format_metric(card["metric"], value)
-    return text if card["metric"] in PERCENT_METRICS else f"{metric_label(card['metric']).upper()} {text}"
+def _metric(card: ReportCard, value: float | None) -> str:
+    text = format_metric(card.metric, value)
+    return text if card.metric in PERCENT_METRICS else f"{metric_label(card.metric).upper()} {text}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
