@@ -7,23 +7,23 @@ User mistakes (UserError, bad options) print `Error: ...` and exit 1 (usage erro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from edgemaas import __version__
 from edgemaas.commands import aws, bench, invoke, package
 from edgemaas.commands.common import (
     console,
     handle_errors,
-    kb,
-    mb,
     out,
     status_printer,
     workspace,
 )
 from edgemaas.errors import UserError
+
+if TYPE_CHECKING:
+    from edgemaas.spec import Spec
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -148,7 +148,7 @@ def build(specs: tuple[str, ...], force: bool) -> None:
         TimeElapsedColumn,
     )
 
-    from edgemaas.pipeline import build_one
+    from edgemaas.build import build_one, build_table, collected_warnings, targets_table
 
     loaded = _specs(specs)
     rows = []
@@ -161,54 +161,14 @@ def build(specs: tuple[str, ...], force: bool) -> None:
 
             rows.append(build_one(spec, workspace(), force, report))
             progress.advance(overall)
-    out.print(_build_table(rows))
-    if any(row.targets for row in rows):
-        out.print(_targets_table(rows))
-    warnings: dict[str, list[str]] = {}
-    for row in rows:
-        for warning in row.warnings:
-            warnings.setdefault(warning, []).append(row.name)
-    for warning, names in warnings.items():
+    out.print(build_table(rows))
+    if any(row.cells for row in rows):
+        out.print(targets_table(rows))
+    for warning, names in collected_warnings(rows).items():
         console.print(f"[yellow]warning[/yellow] ({', '.join(names)}): {warning}")
-    failed = [row for row in rows if row.error or not row.invoke.startswith("ok")]
+    failed = [row for row in rows if not row.ok]
     if failed:
-        raise click.ClickException("; ".join(f"{r.name}: {r.error or r.invoke}" for r in failed))
-
-
-def _build_table(rows: list[Any]) -> Table:
-    table = Table(title="edgemaas build")
-    for column in ("model", "gate's choice (tflite / onnx)", "gzipped f32 → shipped", "held-out f32 → shipped",
-                   "zip", "local invoke (awslambdaric)", "duration"):
-        table.add_column(column)
-    for row in rows:
-        if row.error:
-            table.add_row(row.name, "-", "-", "-", "-", f"[red]{row.error}[/red]", "-")
-            continue
-        chosen = " / ".join(f"{v or '-'}" + (" [red](float: none passed)[/red]" if f in row.fallback else "")
-                            for f, v in sorted(row.chosen.items(), key=lambda kv: kv[0] != "tflite"))
-        table.add_row(
-            row.name, chosen,
-            f"{kb(row.sizes.get('tflite-float32'))} → {kb(row.sizes.get(row.shipped))}",
-            f"{row.metrics.get('tflite-float32', '-')} → {row.metrics.get(row.shipped, '-')}",
-            mb(row.zip_bytes) if row.zip_bytes else "-",
-            row.invoke if row.invoke.startswith("ok") else f"[red]{row.invoke}[/red]",
-            f"{row.invoke_ms:.1f} ms" if row.invoke_ms is not None else "-",
-        )
-    return table
-
-
-def _targets_table(rows: list[Any]) -> Table:
-    table = Table(title="edgemaas build: edge, microcontroller and phone targets (dist/<model>/<target>/)")
-    for column in ("model", "edge bundle (predict from the bundle)", "mcu (TFLite Micro, full int8)",
-                   "android (NNAPI)", "ios (CoreML)"):
-        table.add_column(column)
-    for row in rows:
-        if row.targets is None:
-            continue
-        cells = [row.targets.edge, row.targets.mcu, row.targets.android, row.targets.ios]
-        table.add_row(row.name, *(f"[red]{c}[/red]" if c.startswith(("refused", "FAILED")) or "FAILED" in c else c
-                                  for c in cells))
-    return table
+        raise click.ClickException("; ".join(f"{r.name}: {r.problem}" for r in failed))
 
 
 def _spec_paths() -> list[Path]:
@@ -218,7 +178,7 @@ def _spec_paths() -> list[Path]:
     return found
 
 
-def _specs(paths: tuple[str, ...]) -> list[Any]:
+def _specs(paths: tuple[str, ...]) -> list[Spec]:
     from edgemaas.spec import load_spec
 
     return [load_spec(p) for p in (paths or _spec_paths())]

@@ -1,4 +1,6 @@
-"""The pipeline: train -> convert -> gate -> package -> local smoke invoke, for one spec or many.
+"""The pipeline: resolve a spec, train, convert and gate (compress), and read the gate's selection.
+
+Packaging and the local smoke invoke are above it: `edgemaas/targets.py` (the registry) and `edgemaas/build.py`.
 
 Each stage reuses its previous output when the inputs that made it are unchanged (a fingerprint of the relevant spec
 sections is recorded in each manifest), so a second `build` does only what changed.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,6 @@ from edgemaas.compress.run import compress_model, save_report
 from edgemaas.errors import StageFailed, UserError
 from edgemaas.user_models.importing import import_root
 from edgemaas.isolate import run_isolated
-from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 from edgemaas.compress.passes import KERAS_ROOT
 from edgemaas.runtime import Manifest, ModelLoadError, read_manifest
 from edgemaas.runtime.manifest import intact
@@ -163,77 +163,3 @@ def smoke_event(ws: Workspace, name: str, samples: int = 2) -> dict[str, Any]:
     with np.load(ws.data_file(name)) as data:
         x = data["x_test"][:samples]
     return {"inputs": x.tolist()}
-
-
-@dataclass
-class BuildRow:
-    name: str
-    task: str = ""
-    chosen: dict[str, str | None] = field(default_factory=dict)
-    shipped: str | None = None
-    fallback: list[str] = field(default_factory=list)
-    sizes: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, str] = field(default_factory=dict)
-    zip_bytes: int | None = None
-    invoke: str = ""
-    invoke_ms: float | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    targets: Any = None  # targets.TargetsRow: edge, mcu, android, ios
-
-
-def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> BuildRow:
-    from edgemaas.local import invoke_local
-
-    row = BuildRow(spec.name)
-    try:
-        card = compress_spec(spec, ws, force, report)
-        row.task = card["task"]
-        row.chosen = card["gate"]["chosen"]
-        row.fallback = card["gate"]["fallback"]
-        by_name = {r["variant"]: r for r in card["variants"]}
-        from edgemaas.targets import Source, serving_variant
-
-        shipped = serving_variant(Source(spec.name, spec), ws, report=report)[0].name
-        for variant in ("tflite-float32", shipped):
-            if by_name.get(variant, {}).get("size_bytes"):
-                row.sizes[variant] = by_name[variant]["gzip_bytes"]
-                row.metrics[variant] = _metric_text(card, by_name[variant]["metric_value"])
-        row.shipped = shipped
-        report("packaging for AWS Lambda")
-        package = package_lambda(ws.variant_dir(spec.name, shipped), ws.lambda_dir(spec.name), ws.cache(),
-                                 spec.package.python_version, spec.package.arch, spec.package.layout,
-                                 ws.dist / "layers", spec.package.memory_mb, spec.package.timeout_s)
-        if package.layout == "image":
-            row.invoke = "image: build it with docker (no local invoke)"
-            return row
-        row.zip_bytes, row.warnings = package.zipped_bytes, package.warnings
-        from edgemaas.targets import package_other_targets
-
-        row.targets = package_other_targets(spec, ws, smoke_event(ws, spec.name), report)
-        report("invoking locally through awslambdaric")
-        layers = [Path(package.layer["zip_path"])] if package.layer else []
-        result = invoke_local(Path(package.zip_path), [smoke_event(ws, spec.name)], layers=layers,
-                              memory_mb=spec.package.memory_mb, timeout_s=spec.package.timeout_s)[0]
-        row.invoke_ms = result.duration_ms
-        if result.function_error or (isinstance(result.payload, dict) and "error" in result.payload):
-            row.invoke = f"FAILED: {result.error_message or result.payload}"
-        else:
-            predictions = result.payload["predictions"]
-            row.invoke = f"ok: {_short(predictions[0])}" + (f" (+{len(predictions) - 1} more)" if len(predictions) > 1
-                                                            else "")
-    except UserError as exc:
-        row.error = str(exc)
-    return row
-
-
-def _metric_text(card: dict[str, Any], value: float) -> str:
-    if card["metric"] in ("accuracy", "agreement"):
-        return f"{card['metric'][:3]} {value * 100:.2f}%"
-    return f"{card['metric'].replace('_', '-')} {value:.4g}"
-
-
-def _short(prediction: dict[str, Any]) -> str:
-    if "label" in prediction:
-        return f"{prediction['label']} (p={prediction['probability']:.2f})"
-    return ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in prediction.values())

@@ -48,7 +48,7 @@ def _not_deployed(function: str, aws: Aws) -> UserError:
                      "--function-name, or deploy it with `edgemaas deploy`")
 
 
-def _get_function(lam: Any, function: str, aws: Aws) -> dict:
+def get_function(lam: Any, function: str, aws: Aws) -> dict:
     try:
         return lam.get_function(FunctionName=function)
     except ClientError as exc:
@@ -73,7 +73,7 @@ def _aliases(lam: Any, function: str) -> list[dict]:
 
 def status(aws: Aws, function: str) -> Status:
     lam = aws.client("lambda")
-    found = _get_function(lam, function, aws)
+    found = get_function(lam, function, aws)
     config = found["Configuration"]
     versions = [VersionInfo(v["Version"], v.get("CodeSha256", ""), v.get("CodeSize", 0), v.get("LastModified", ""),
                             v.get("Description", ""), v.get("MemorySize", 0), v.get("Runtime", ""))
@@ -96,7 +96,7 @@ def rollback(aws: Aws, function: str, stage: str, to: str) -> tuple[str, str]:
     """Point alias `stage` at version `to` (a number, or "previous": the newest version older than the current
     target). Returns (from, to)."""
     lam = aws.client("lambda")
-    _get_function(lam, function, aws)
+    get_function(lam, function, aws)
     try:
         current = lam.get_alias(FunctionName=function, Name=stage)["FunctionVersion"]
     except ClientError as exc:
@@ -142,7 +142,7 @@ def destroy(aws: Aws, function: str, everything: bool = False) -> Destroyed:
     role. The runtime layer and the execution role are shared by every edgemaas function: kept, unless `everything`
     and no other function uses them (a function in another region shows by its log policy on the role)."""
     lam = aws.client("lambda")
-    found = _get_function(lam, function, aws)
+    found = get_function(lam, function, aws)
     layer_arns = {layer["Arn"] for v in _versions(lam, function) for layer in v.get("Layers") or []}
     role = found["Configuration"].get("Role", "")
     deleted, kept = [], []

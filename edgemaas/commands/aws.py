@@ -327,13 +327,13 @@ def destroy(target: str, yes: bool, everything: bool, function_name: str | None,
       edgemaas destroy cnn --yes --all
     """
     from edgemaas.aws import aws_errors, connect
-    from edgemaas.aws.operate import _get_function
+    from edgemaas.aws.operate import get_function
     from edgemaas.aws.operate import destroy as do_destroy
 
     function = _remote_function(target, function_name)
     with aws_errors():
         aws = connect(profile, region)
-        _get_function(aws.client("lambda"), function, aws)  # a clear error before asking about nothing
+        get_function(aws.client("lambda"), function, aws)  # a clear error before asking about nothing
         if not yes:
             click.confirm(f"Delete {function} in {aws.region} (every version, stage and URL)"
                           + (", and its layer and role if unused" if everything else "") + "?", abort=True,

@@ -63,10 +63,6 @@ def read_event(data: str | None, data_file: str | None) -> Any:
 
 
 
-def kb(size: int | None) -> str:
-    return f"{size / 1024:.1f} KB" if size else "-"
-
-
 def mb(size: int | None) -> str:
     return human_size(size)
 

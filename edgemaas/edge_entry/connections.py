@@ -1,11 +1,13 @@
 """Which connections the edge server holds, and which one to let go when a new one needs its slot (stdlib only).
 
-A slot is held from accept to close. When every slot is taken, a new connection takes the slot of (in order):
-an idle keep-alive connection (the oldest), else a connection that has not finished sending its request head after
-`evict_after_s` (the one that started longest ago: a slowloris), else one still uploading its body after
-`evict_after_s` (the slowest in bytes per second). A connection whose request is complete (inference, answer) is
-never evicted; when only those are left, the new connection is refused. One client address may hold at
-most `per_client` slots, so one host cannot take them all.
+A slot is held from accept to close. When every slot is taken, a new connection takes the slot of an idle
+keep-alive connection (the oldest), else of a connection still sending its request: one whose head is incomplete
+(the one that started longest ago: a slowloris), else one still uploading its body (the slowest in bytes per
+second). That victim comes from the client address holding the most such connections when it holds more than the
+newcomer's address (so attackers who keep reconnecting evict each other, not a client with one connection), else
+it must have been at it for `evict_after_s`. A connection whose request is complete (inference, answer) is never
+evicted; when no victim is left, the new connection is refused. One client address may hold at most `per_client`
+slots, so one host cannot take them all.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class ConnectionTable:
             if self._by_client.get(client, 0) >= self.per_client:
                 return "per-client"
             if len(self._held) >= self.max_connections:
-                victim = self._victim()
+                victim = self._victim(client)
                 if victim is None:
                     return "full"
                 self._drop(victim)
@@ -70,17 +72,21 @@ class ConnectionTable:
     def __len__(self) -> int:
         return len(self._held)
 
-    def _victim(self) -> Connection | None:
+    def _victim(self, newcomer: str) -> Connection | None:
         now = time.monotonic()
         idle = [c for c in self._held if c.state == IDLE]
         if idle:
             return min(idle, key=lambda c: c.since)
-        old = [c for c in self._held if now - c.since >= self.evict_after_s]
-        heads = [c for c in old if c.state in (NEW, HEAD)]
-        if heads:
-            return min(heads, key=lambda c: c.since)
-        bodies = [c for c in old if c.state == BODY]
-        return min(bodies, key=lambda c: c.received / (now - c.since)) if bodies else None
+        sending = [c for c in self._held if c.state in (NEW, HEAD, BODY)]
+        if not sending:
+            return None
+        per_client: dict[str, list[Connection]] = {}
+        for conn in sending:
+            per_client.setdefault(conn.client, []).append(conn)
+        heaviest = max(per_client, key=lambda client: len(per_client[client]))
+        if heaviest != newcomer and len(per_client[heaviest]) > self._by_client.get(newcomer, 0):
+            return _slowest(per_client[heaviest], now)
+        return _slowest([c for c in sending if now - c.since >= self.evict_after_s], now)
 
     def _drop(self, conn: Connection) -> None:
         self._held.discard(conn)
@@ -96,3 +102,11 @@ def _hang_up(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _slowest(candidates: list[Connection], now: float) -> Connection | None:
+    """The head that started longest ago, else the body arriving slowest."""
+    heads = [c for c in candidates if c.state in (NEW, HEAD)]
+    if heads:
+        return min(heads, key=lambda c: c.since)
+    return min(candidates, key=lambda c: c.received / max(now - c.since, 1e-3)) if candidates else None

@@ -1,19 +1,28 @@
-"""Refusing a connection so that the client can read the refusal (stdlib only).
+"""Refusing connections so that clients can read the refusal (stdlib only).
 
 Closing a socket with unread bytes in it resets the connection; a client still sending its body (http.client,
 requests and curl all send the whole request before reading) then gets a broken pipe instead of the 503. So a
-refusal answers at once, then reads and drops the request (its head, then Content-Length bytes) for a short
-deadline, and only then closes.
+refused connection is answered at once, then its request (the head, then Content-Length bytes) is read and dropped
+until it is complete or `deadline_s` passes, and only then closed. One thread does this for every refused
+connection (non-blocking sockets and a selector), at most `max_pending` at once; past that, a connection is answered
+and closed at once.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import selectors
 import socket
+import threading
 import time
+from dataclasses import dataclass, field
 
 _LENGTH = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r?$")
 _CHUNKED = re.compile(rb"(?im)^transfer-encoding[ \t]*:")
+_READ = 1 << 16
+
+log = logging.getLogger("edgemaas.server")
 
 
 def response_bytes(status_line: str, text: str, retry_after: int | None = 1) -> bytes:
@@ -23,44 +32,128 @@ def response_bytes(status_line: str, text: str, retry_after: int | None = 1) -> 
             f"Content-Length: {len(body)}\r\n{retry}Connection: close\r\n\r\n").encode() + body
 
 
-def refuse(sock: socket.socket, response: bytes, max_head_bytes: int, max_body_bytes: int,
-           deadline_s: float) -> None:
-    """Answer, then drain what the client sends of its request (at most the head and one body) until `deadline_s`."""
-    deadline = time.monotonic() + deadline_s
+@dataclass(eq=False)
+class _Pending:
+    sock: socket.socket
+    deadline: float
+    head: bytearray = field(default_factory=bytearray)
+    left: int | None = None  # body bytes still to drop, once the head is in
+
+
+class Refuser:
+    def __init__(self, max_head_bytes: int, max_body_bytes: int, deadline_s: float = 2.0,
+                 max_pending: int = 256) -> None:
+        self.max_head_bytes = max_head_bytes
+        self.max_body_bytes = max_body_bytes
+        self.deadline_s = deadline_s
+        self.max_pending = max_pending
+        self._selector = selectors.DefaultSelector()
+        self._incoming: list[_Pending] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._count = 0
+        self._closed = False
+        threading.Thread(target=self._run, name="refusals", daemon=True).start()
+
+    def refuse(self, sock: socket.socket, response: bytes) -> None:
+        """Answer `response` (it must fit in the socket's send buffer: a few KB) and drain the request."""
+        try:
+            sock.setblocking(False)
+            sock.send(response)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            _close(sock)
+            return
+        with self._lock:
+            if self._count >= self.max_pending or self._closed:
+                _close(sock)
+                return
+            self._count += 1
+            self._incoming.append(_Pending(sock, time.monotonic() + self.deadline_s))
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the wake-up pipe is full: the loop is awake already
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                incoming, self._incoming = self._incoming, []
+                closed = self._closed
+            for pending in incoming:
+                self._selector.register(pending.sock, selectors.EVENT_READ, pending)
+            now = time.monotonic()
+            expired = [key.data for key in list(self._selector.get_map().values())
+                       if key.data is not None and (closed or key.data.deadline <= now)]
+            for pending in expired:
+                self._finish(pending)
+            if closed:
+                self._selector.close()
+                return
+            for key, _ in self._selector.select(timeout=0.1):
+                if key.data is None:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                elif not self._feed(key.data):
+                    self._finish(key.data)
+
+    def _feed(self, pending: _Pending) -> bool:
+        """Read what is there; False when the request is complete (or the client is gone)."""
+        try:
+            while True:
+                chunk = pending.sock.recv(_READ)
+                if not chunk:
+                    return False
+                if pending.left is None:
+                    pending.head += chunk
+                    end = pending.head.find(b"\r\n\r\n")
+                    if end < 0:
+                        if len(pending.head) > self.max_head_bytes:
+                            return False
+                        continue
+                    head = bytes(pending.head[:end])
+                    if _CHUNKED.search(head):
+                        pending.left = self.max_body_bytes  # no length: drop what comes until the deadline
+                    else:
+                        found = _LENGTH.search(head)
+                        pending.left = min(int(found.group(1)), self.max_body_bytes) if found else 0
+                    pending.left -= len(pending.head) - (end + 4)
+                    pending.head = bytearray()
+                else:
+                    pending.left -= len(chunk)
+                if pending.left <= 0:
+                    return False
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+
+    def _finish(self, pending: _Pending) -> None:
+        try:
+            self._selector.unregister(pending.sock)
+        except (KeyError, ValueError):
+            pass
+        _close(pending.sock)
+        with self._lock:
+            self._count -= 1
+
+
+def _close(sock: socket.socket) -> None:
     try:
-        sock.settimeout(deadline_s)
-        sock.sendall(response)
-        sock.shutdown(socket.SHUT_WR)
-        head = bytearray()
-        budget = max_head_bytes
-        while b"\r\n\r\n" not in head and len(head) < max_head_bytes:
-            chunk = _recv(sock, deadline, max_head_bytes - len(head))
-            if not chunk:
-                return
-            head += chunk
-        ended = head.find(b"\r\n\r\n")
-        found = _LENGTH.search(head, 0, ended if ended >= 0 else len(head))
-        chunked = _CHUNKED.search(head, 0, ended if ended >= 0 else len(head)) is not None
-        if chunked:
-            budget = max_body_bytes  # no length: drop what comes until the deadline
-        else:
-            budget = min(int(found.group(1)), max_body_bytes) if found else 0
-            budget -= len(head) - (ended + 4) if ended >= 0 else 0
-        while budget > 0:
-            chunk = _recv(sock, deadline, min(budget, 1 << 16))
-            if not chunk:
-                return
-            budget -= len(chunk)
+        sock.close()
     except OSError:
         pass
-
-
-def _recv(sock: socket.socket, deadline: float, size: int) -> bytes:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return b""
-    sock.settimeout(left)
-    try:
-        return sock.recv(size)
-    except TimeoutError:
-        return b""

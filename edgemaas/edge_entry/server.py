@@ -43,7 +43,7 @@ from ..runtime.service import Reply, Service, error_reply, too_large
 from .connections import BODY, BUSY, HEAD, IDLE, Connection, ConnectionTable
 from .deadline_io import DeadlineExceeded, DeadlineReader
 from .limits import MB, parse_cost, parse_limit
-from .refusal import refuse, response_bytes
+from .refusal import Refuser, response_bytes
 
 access_log = logging.getLogger("edgemaas.access")
 log = logging.getLogger("edgemaas.server")
@@ -71,7 +71,7 @@ class ServerSettings:
     queue_timeout_s: float = 2.0
     evict_after_s: float = 1.0
     refusal_drain_s: float = 2.0
-    max_refusals: int = 32  # refusals draining at once; beyond, a refused connection is answered and closed at once
+    max_refusals: int = 256  # refusals draining at once; beyond, a refused connection is answered and closed
     shutdown_grace_s: float = 10.0
     access_log: bool = True
 
@@ -90,7 +90,8 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         self.parse_limit = parse_limit(service.max_body_bytes)
         # Bytes dropped after an early answer: read and thrown away, so bounded by the drain deadline, not memory.
         self.drain_limit = max(4 * service.max_body_bytes, 64 * MB)
-        self._refusals = threading.BoundedSemaphore(settings.max_refusals)
+        self.refuser = Refuser(settings.max_head_bytes, self.drain_limit, settings.refusal_drain_s,
+                               settings.max_refusals)
         self._budget_lock = threading.Lock()
         self._body_bytes = 0
         self._inflight = 0
@@ -127,7 +128,7 @@ class EdgeHTTPServer(ThreadingHTTPServer):
             self.shutdown_request(request)
 
     def _refuse(self, sock: socket.socket, client_address: Any, why: str) -> None:
-        """No slot: a 503 the client can read. The drain runs on a thread of its own, a bounded number of them."""
+        """No slot: a 503 the client can read (refusal.py drains the request before closing)."""
         settings = self.settings
         if why == "per-client":
             message = (f"this address already has {settings.max_per_client} connections open, the most one client "
@@ -137,28 +138,11 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         response = response_bytes("503 Service Unavailable", error_reply(503, message, kind="Overloaded").text)
         if settings.access_log:
             access_log.info('%s "-" 503 %d refused: %s', _client(client_address), len(response), why)
-        if not self._refusals.acquire(blocking=False):
-            try:  # too many refusals draining already: answer what fits in the socket buffer, and close
-                sock.setblocking(False)
-                sock.send(response)
-            except OSError:
-                pass
-            self.shutdown_request(sock)
-            return
+        self.refuser.refuse(sock, response)
 
-        def drain() -> None:
-            try:
-                refuse(sock, response, settings.max_head_bytes, self.drain_limit, settings.refusal_drain_s)
-            finally:
-                self.shutdown_request(sock)
-                self._refusals.release()
-
-        try:
-            threading.Thread(target=drain, daemon=True).start()
-        except BaseException:
-            self._refusals.release()
-            self.shutdown_request(sock)
-            raise
+    def server_close(self) -> None:
+        super().server_close()
+        self.refuser.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up is routine; anything else is a bug worth a traceback in the log.

@@ -12,10 +12,12 @@ import pytest
 from edgemaas.errors import UserError
 from edgemaas.user_models.importing import detect_format, import_model
 from edgemaas.local import invoke_local
-from edgemaas.targets import package_for_lambda
+from edgemaas.packaging.awslambda.target import package_for_lambda
 from edgemaas.runtime import load_model
 from edgemaas.workspace import Workspace
 from tests.unit.test_importing import tiny_onnx
+
+pytestmark = pytest.mark.models("cnn")  # the built-ins `trained` holds here
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from edgemaas.runtime import read_manifest
 from edgemaas.workspace import Workspace
 from tests.conftest import MODELS
 
+pytestmark = pytest.mark.models("cnn")  # the built-ins `trained` holds here
+
 
 def test_runtime_auto_measures_both_runtimes_and_records_why(trained: Workspace, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +52,8 @@ def test_runtime_auto_measures_both_runtimes_and_records_why(trained: Workspace,
 def test_android_gets_static_qdq_when_it_passed_the_gate_ios_float(trained: Workspace, tmp_path: Path, platform: str,
                                                                     qdq_status: str, expected: str) -> None:
     from edgemaas.compress.report import write_report
-    from edgemaas.targets import Source, mobile_variants
+    from edgemaas.packaging.mobile.target import mobile_variants
+    from edgemaas.packaging.sources import Source
 
     ws = Workspace(tmp_path)
     shutil.copytree(trained.model_dir("cnn"), ws.model_dir("cnn"))

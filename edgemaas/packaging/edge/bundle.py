@@ -49,6 +49,7 @@ ARMV7L_TAGS = ["manylinux2014_armv7l", "linux_armv7l"]
 PIWHEELS = "https://www.piwheels.org/simple"
 ARMV7L_NUMPY = "numpy>=1.21.2,<2"  # tflite-runtime 2.13 needs numpy >= 1.21.2 and was built against numpy 1.x
 DEFAULT_PORT = 8080
+DEFAULT_MEMORY_BUDGET_MB = 512  # fits a 1 GB board beside the OS
 BUCKET_PLACEHOLDER = "REPLACE-WITH-YOUR-BUCKET"
 TEMPLATE_DIR = "edge"
 _TEMPLATES = ("__init__.py.j2", "__main__.py.j2", "edge.service.j2", "greengrass-recipe.yaml.j2", "README.txt.j2")
@@ -74,6 +75,7 @@ class EdgeBundle:
     component_name: str = ""
     artifact_uri: str = ""
     input_hash: str = ""
+    memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB
     reused: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -84,18 +86,21 @@ class EdgeBundle:
 
 def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = "linux_x86_64",
                  with_deps: bool = False, python_version: str | None = None, s3_bucket: str | None = None,
-                 component_version: str = "1.0.0") -> EdgeBundle:
+                 component_version: str = "1.0.0", memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> EdgeBundle:
     """Bundle the model variant in variant_dir as out_dir/<name>-edge.tar.gz for a Linux device.
 
     platform: linux_x86_64 | linux_aarch64 | linux_armv7l. with_deps vendors the runtime's wheels for offline
     installs. python_version: the device's Python (default: this one). s3_bucket fills the Greengrass artifact
-    URI (default: a placeholder to replace). A bundle whose inputs did not change is reused, not rebuilt.
+    URI (default: a placeholder to replace). memory_budget_mb: what the service may use on the board (systemd
+    MemoryMax=, the Greengrass memory limit, the server's buffer plan; templates' `memory_budget_mb`). A bundle whose inputs did not change is reused, not rebuilt.
     """
     if platform not in PLATFORMS:
         raise UserError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
     python_version = python_version or default_python_version()
     if not re.fullmatch(r"3\.\d{1,2}", python_version):
         raise UserError(f"--python-version {python_version!r}: expected 3.X, e.g. 3.11")
+    if memory_budget_mb < 1:
+        raise UserError(f"--memory-budget-mb {memory_budget_mb}: give a number of MB above 0")
     if not re.fullmatch(r"\d+\.\d+\.\d+", component_version):
         raise UserError(f"component version {component_version!r}: Greengrass takes major.minor.patch, e.g. 1.0.0")
     variant_dir = Path(variant_dir)
@@ -124,7 +129,7 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
     templates = {f"templates/{TEMPLATE_DIR}/{t}": templates_dir() / TEMPLATE_DIR / t for t in _TEMPLATES}
     bucket = s3_bucket or BUCKET_PLACEHOLDER
     inputs = input_hash({**files, **templates}, "edge", platform, python_version, with_deps, bucket,
-                             component_version, __version__)
+                             component_version, __version__, memory_budget_mb)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "package.json"
@@ -145,7 +150,7 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
         glibc=glibc, notes=notes,
         pip_source='--no-index --find-links "{work:path}/' + top + '/wheels"' if with_deps else "",
         pip_source_manual=f"--no-index --find-links /opt/{top}/wheels " if with_deps else "",
-        extra_install=_extra_install(platform),
+        extra_install=_extra_install(platform), memory_budget_mb=memory_budget_mb,
     )
     recipe = render_plain(f"{TEMPLATE_DIR}/greengrass-recipe.yaml.j2", **context)
     files[f"{top}/{names['unit_name']}"] = render_plain(f"{TEMPLATE_DIR}/edge.service.j2", **context).encode()
@@ -165,7 +170,7 @@ def package_edge(variant_dir: Path, out_dir: Path, cache: Path, platform: str = 
         model_sha256=manifest.model.sha256, platform=platform, python_version=python_version,
         requirements=requirements, with_deps=with_deps, wheels=[w.name for w in wheels] if with_deps else [],
         recipe_path=str(recipe_path), component_name=names["component_name"], artifact_uri=context["artifact_uri"],
-        input_hash=inputs, warnings=notes,
+        input_hash=inputs, warnings=notes, memory_budget_mb=memory_budget_mb,
     )
     bundle.save(record_path)
     return bundle
