@@ -213,7 +213,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.connection = self.request
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # Nagle + delayed ACK: +40 ms
         self.reader = DeadlineReader(self.connection, settings.read_timeout_s)
-        self.rfile = io.BufferedReader(self.reader, _READ_BUFFER)
+        self.rfile = self._socket_rfile = io.BufferedReader(self.reader, _READ_BUFFER)
         self.wfile = _SocketWriter(self.connection, settings.read_timeout_s)
         self._counted = False
         self._served = 0
@@ -230,11 +230,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._started = time.perf_counter()
             self._served += 1
             self.raw_requestline = head[0]
-            reader, self.rfile = self.rfile, io.BytesIO(b"".join(head[1:]))  # parse_request reads the headers
+            self.rfile = io.BytesIO(b"".join(head[1:]))  # parse_request reads the headers from here
             try:
                 parsed = self.parse_request()
             finally:
-                self.rfile = reader
+                self.rfile = self._socket_rfile
             if not parsed:
                 return
             self.server.table.set_state(self.conn, BUSY)
@@ -315,12 +315,16 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         # curl sends `Expect: 100-continue` before large bodies: refuse what will be refused before it is sent.
+        # The headers are parsed by now: read from the socket again (a client may send its body without waiting).
+        self.rfile = self._socket_rfile
         if self.headers.get("Transfer-Encoding"):
             self._length_required_chunked()
             return False
-        if _content_length(self.headers) > self.server.service.max_body_bytes:
+        length = _content_length(self.headers)
+        if length > self.server.service.max_body_bytes:
             exc = too_large(self.server.service.max_body_bytes)
             self._send(error_reply(413, str(exc), field=exc.field), close=True)
+            self._drain(length)
             return False
         return super().handle_expect_100()
 
@@ -462,7 +466,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _length_required_chunked(self) -> None:
         self._send(error_reply(411, "Transfer-Encoding is not supported; send the body with a Content-Length "
                                     "header", field="body", kind="LengthRequired"), close=True)
-        self._drain(self.server.service.max_body_bytes, chunked=True)
+        self._drain(self.server.drain_limit, chunked=True)
 
     # -- replies ------------------------------------------------------------------------------------------------
 
