@@ -1,9 +1,9 @@
-"""A JSON HTTP API for one model, on the standard library's http.server (no dependency beyond the runtime).
+"""The edge bundle's HTTP server, on the standard library's http.server (no dependency beyond the runtime).
 
-GET /health (liveness, model name, variant, sha256), GET / (the model's description), POST / and POST /predict
-(`{"inputs": [...]}` -> `{"model", "variant", "predictions"}`); every other path or method gets a JSON 404 or 405.
-Requests go through the same contract as the Lambda handler (`runtime/service.py`), so bad input gets the same
-answers on both.
+Routes, answers and errors are the service's (`Service.dispatch` in runtime/service.py: GET /health, GET /,
+POST / and /predict, the Open Inference Protocol under /v2), the same contract as the Lambda handler; this module
+owns the connection: framing, limits, deadlines, memory. The path it passes is the request target without its
+query (http.server already turns a leading `//` into `/`, so `//predict` is `/predict`, never a host name).
 
 Built to stay up on a hostile network (issue #17): every resource a client can hold is bounded in size and in time.
 - slots: at most `max_connections` connections, `max_per_client` from one address; when they run out, an idle
@@ -238,11 +238,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             if not parsed:
                 return
             self.server.table.set_state(self.conn, BUSY)
-            method = getattr(self, "do_" + self.command, None)
-            if method is None:
-                self._not_allowed("GET, POST", close=True)
-                return
-            method()
+            self._route()
             self.wfile.flush()
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client went away or stalled mid-response: nothing to answer
@@ -328,33 +324,20 @@ class RequestHandler(BaseHTTPRequestHandler):
             return False
         return super().handle_expect_100()
 
-    # -- routes -------------------------------------------------------------------------------------------------
+    # -- routes: the service's (Service.dispatch); this module only decides whether and how a body is read --------
 
-    def do_GET(self) -> None:
-        path = self._path()
-        # A GET with a body (never read): close after answering, or its bytes would be parsed as the next request.
-        extra = _content_length(self.headers)
-        chunked = bool(self.headers.get("Transfer-Encoding"))
-        close = extra > 0 or chunked
-        if path == "/health":
-            self._send(self.server.service.health_reply(), close=close)
-        elif path == "/":
-            self._send(self.server.service.describe_reply(), close=close)
-        elif path == "/predict":
-            self._not_allowed("POST", close=close)
-        else:
-            self._not_found(close=close)
-        if close:
-            self._drain(extra, chunked)
-
-    def do_POST(self) -> None:
-        path = self._path()
-        if path not in ("/", "/predict"):  # the body is not read: answer, then close
-            if path == "/health":
-                self._not_allowed("GET", close=True)
-            else:
-                self._not_found(close=True)
-            self._drain(_content_length(self.headers), bool(self.headers.get("Transfer-Encoding")))
+    def _route(self) -> None:
+        service = self.server.service
+        method, path = self.command, self._path()
+        if not service.accepts_body(method, path):
+            # A body nobody reads (GET with a body, POST to a wrong path): answer, then close, or its bytes would
+            # be parsed as the next request.
+            extra = _content_length(self.headers)
+            chunked = bool(self.headers.get("Transfer-Encoding"))
+            close = extra > 0 or chunked
+            self._send(service.dispatch(method, path, None), close=close)
+            if close:
+                self._drain(extra if not chunked else self.server.drain_limit, chunked)
             return
         length = self._body_length()
         if length is None:
@@ -366,7 +349,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         try:
             body = self._read_body(length)
             if body is not None:
-                self._predict(body)
+                self._dispatch_body(method, path, body)
         finally:
             self.server.release_body(length)
 
@@ -375,9 +358,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._begin()
         if getattr(self, "request_version", "") == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # a garbled request line parses as HTTP/0.9, which has no status line
-        if code == HTTPStatus.NOT_IMPLEMENTED:  # a method we have no do_* for
-            self._not_allowed("GET, POST", close=True)
-            return
         try:
             text = message or HTTPStatus(code).phrase
         except ValueError:
@@ -442,7 +422,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.server.table.set_state(self.conn, BUSY)
         return bytes(body)
 
-    def _predict(self, body: bytes) -> None:
+    def _dispatch_body(self, method: str, path: str, body: bytes) -> None:
         cost = parse_cost(body)
         if cost > self.server.parse_limit:
             self._send(error_reply(413, f"the request body's JSON would take {cost / MB:.0f} MB to parse; the "
@@ -453,7 +433,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._overloaded(f"every worker stayed busy for {self.server.settings.queue_timeout_s:g} s; retry shortly")
             return
         try:
-            reply = self.server.service.handle_body(body, request_id=uuid.uuid4().hex)
+            reply = self.server.service.dispatch(method, path, body, request_id=uuid.uuid4().hex)
+            reply.text  # noqa: B018 (serialised under the gate: it is memory too)
         except MemoryError:
             reply = None
         finally:
@@ -476,15 +457,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         if target.startswith("/"):
             return target.split("?", 1)[0].split("#", 1)[0]
         return urlsplit(target).path or "/"
-
-    def _not_found(self, close: bool = False) -> None:
-        self._send(error_reply(404, f"no such endpoint {_clip(self._path())!r}; use GET /health, GET / or "
-                                    "POST /predict", kind="NotFound"), close=close)
-
-    def _not_allowed(self, allowed: str, close: bool = False) -> None:
-        method = _clip(self.command or "?")
-        self._send(error_reply(405, f"method {method} is not allowed on {_clip(self._path())!r}; use {allowed}",
-                               kind="MethodNotAllowed"), close=close, headers={"Allow": allowed})
 
     def _timed_out(self, message: str) -> None:
         self._send(error_reply(408, message, field="body", kind="RequestTimeout"), close=True)
@@ -527,7 +499,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        for name, value in {**reply.headers, **(headers or {})}.items():
             self.send_header(name, value)
         if close:
             self.send_header("Connection", "close")
