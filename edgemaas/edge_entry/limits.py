@@ -25,6 +25,7 @@ REQUEST_HEADROOM = 1.25
 
 # Upper bounds of what json.loads (with an object_pairs_hook) allocates per byte pattern, CPython 3.9-3.13, 64-bit;
 # checked against tracemalloc in tests/unit/test_edge_limits.py.
+_COST_BASE = 64 * KB  # the parser's own state, object headers
 _COST_TEXT = 8  # bytes -> str, then the string values: one non-BMP character makes each character 4 bytes
 _COST_VALUE = 40  # a float (24) and its slot in a list (8, over-allocated)
 _COST_LIST = 88  # an empty list (56), its slot, over-allocation
@@ -58,7 +59,7 @@ def parse_limit(max_request_bytes: int) -> int:
 def parse_cost(body: bytes) -> int:
     """An upper bound on the bytes json.loads allocates for `body` (about 1 ms per MB: five byte counts)."""
     values = body.count(b",") + 1
-    return (_COST_TEXT * len(body) + _COST_VALUE * values + _COST_LIST * body.count(b"[")
+    return (_COST_BASE + _COST_TEXT * len(body) + _COST_VALUE * values + _COST_LIST * body.count(b"[")
             + _COST_OBJECT * body.count(b"{") + _COST_PAIR * body.count(b":") + _COST_QUOTE * body.count(b'"'))
 
 

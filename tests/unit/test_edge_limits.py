@@ -1,0 +1,176 @@
+"""The edge server's limits as parts: the parse-cost bound against what json.loads really allocates, the default
+request size against the largest legal request, the memory plan, the connection table's choice of whom to let go,
+the deadline reader and the refuser (real sockets, in process)."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+from edgemaas.edge_entry.connections import BODY, BUSY, HEAD, IDLE, ConnectionTable
+from edgemaas.edge_entry.deadline_io import DeadlineExceeded, DeadlineReader
+from edgemaas.edge_entry.limits import MB, MemoryPlan, parse_cost, parse_limit, request_bytes_needed
+from edgemaas.edge_entry.refusal import Refuser, response_bytes
+from edgemaas.runtime.service import parse_body
+
+N = 100_000
+HOSTILE = {
+    "empty objects": b"[" + b",".join([b"{}"] * N) + b"]",
+    "empty lists": b"[" + b",".join([b"[]"] * N) + b"]",
+    "nested lists": b"[" + b",".join([b"[[0]]"] * N) + b"]",
+    "empty strings": b"[" + b",".join([b'""'] * N) + b"]",
+    "small ints": b"[" + b",".join([b"0"] * N) + b"]",
+    "floats": b"[" + b",".join([b"1e5"] * N) + b"]",
+    "keys": b"{" + b",".join(b'"%d":0' % i for i in range(N)) + b"}",
+    "one-key objects": b"[" + b",".join([b'{"a":0}'] * N) + b"]",
+    "one emoji in ASCII": ('{"inputs": ["' + "a" * N + '\U0001F600"]}').encode(),
+    "literals": b"[" + b",".join([b"true", b"null"] * (N // 2)) + b"]",
+}
+CNN = {"inputs": [{"name": "image", "type": "number", "shape": [8, 8]}], "max_batch": 256}
+TEXT = {"inputs": [{"name": "text", "type": "string", "max_chars": 1000}], "max_batch": 256}
+
+
+def _parse_peak(body: bytes) -> int:
+    tracemalloc.start()
+    try:
+        parsed = parse_body(body, max_bytes=1 << 30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    del parsed
+    return peak
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_parse_cost_bounds_what_parsing_allocates(name: str) -> None:
+    body = HOSTILE[name]
+    assert parse_cost(body) >= _parse_peak(body)
+
+
+def test_the_largest_legal_requests_fit_the_default_limits() -> None:
+    rng = random.Random(0)
+    # Full-precision floats, pretty-printed: the most bytes a legal cnn request can take.
+    batch = [[[rng.uniform(-1e-300, -1e-299) for _ in range(8)] for _ in range(8)] for _ in range(256)]
+    body = json.dumps({"inputs": batch}, indent=1).encode()
+    limit = request_bytes_needed(CNN)
+    assert len(body) <= limit
+    assert parse_cost(body) <= parse_limit(limit)
+    # Text: every sample at the character limit, each character a \\u escaped surrogate pair.
+    body = json.dumps({"inputs": ["\U0001F600" * 1000] * 256}).encode()
+    limit = request_bytes_needed(TEXT)
+    assert len(body) <= limit
+    assert parse_cost(body) <= parse_limit(limit)
+
+
+def test_json_amplification_at_the_limit_is_over_the_parse_limit() -> None:
+    limit = request_bytes_needed(CNN)
+    body = b"[" + b",".join([b"{}"] * ((limit - 2) // 3)) + b"]"
+    assert len(body) <= limit < parse_cost(body) / 10
+    assert parse_cost(body) > parse_limit(limit)
+
+
+def test_memory_plan() -> None:
+    plan = MemoryPlan(budget=512 * MB, base=60 * MB, connections=128, max_head_bytes=64 * 1024, workers=2,
+                      max_request_bytes=737_280)
+    assert plan.problem() is None
+    assert plan.body_budget == 128 * 737_280  # room for every connection's body: capped there
+    assert plan.fixed + plan.body_budget <= plan.budget
+    small = MemoryPlan(budget=64 * MB, base=60 * MB, connections=128, max_head_bytes=64 * 1024, workers=2,
+                       max_request_bytes=737_280)
+    problem = small.problem()
+    assert problem and problem.startswith("--memory-budget-mb 64 is too small") and "MB is needed" in problem
+
+
+def _sockets(n: int) -> list[socket.socket]:
+    return [socket.socket() for _ in range(n)]
+
+
+def test_table_lets_an_idle_keep_alive_connection_go_first() -> None:
+    table = ConnectionTable(max_connections=3, per_client=3)
+    a, b, c = (table.admit(s, "10.0.0.1") for s in _sockets(3))
+    table.set_state(a, HEAD)
+    table.set_state(b, IDLE)
+    table.set_state(c, BUSY)
+    newcomer = table.admit(socket.socket(), "10.0.0.2")
+    assert not isinstance(newcomer, str) and b.evicted and not a.evicted and len(table) == 3
+
+
+def test_table_takes_slots_from_the_address_holding_most_not_from_a_newcomer() -> None:
+    table = ConnectionTable(max_connections=4, per_client=4, evict_after_s=60)
+    attackers = [table.admit(s, "10.0.0.9") for s in _sockets(3)]
+    mine = table.admit(socket.socket(), "10.0.0.1")
+    for conn in (*attackers, mine):
+        table.set_state(conn, HEAD)
+    # The attacker's own reconnection: its address holds the most, so it must wait for evict_after_s: refused.
+    assert table.admit(socket.socket(), "10.0.0.9") == "full"
+    # A newcomer from another address takes the slot of the attacker's oldest head, young as it is.
+    assert not isinstance(table.admit(socket.socket(), "10.0.0.2"), str)
+    assert attackers[0].evicted and not mine.evicted
+
+
+def test_table_never_evicts_a_complete_request_and_caps_each_address() -> None:
+    table = ConnectionTable(max_connections=2, per_client=1, evict_after_s=0)
+    first = table.admit(socket.socket(), "10.0.0.1")
+    assert table.admit(socket.socket(), "10.0.0.1") == "per-client"
+    second = table.admit(socket.socket(), "10.0.0.2")
+    table.set_state(first, BUSY)
+    table.set_state(second, BUSY)
+    assert table.admit(socket.socket(), "10.0.0.3") == "full"
+    table.set_state(second, BODY)  # still uploading: evictable, the slowest first
+    assert not isinstance(table.admit(socket.socket(), "10.0.0.3"), str) and second.evicted
+    table.release(first)
+    assert len(table) == 1
+
+
+def test_deadline_reader_holds_a_deadline_however_the_bytes_trickle() -> None:
+    server, client = socket.socketpair()
+    with server, client:
+        reader = DeadlineReader(server, timeout=5.0)
+        reader.deadline = time.monotonic() + 0.6
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.1):
+                client.send(b"x")
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        started = time.monotonic()
+        buffer = bytearray(1)
+        try:
+            with pytest.raises(DeadlineExceeded):
+                while True:
+                    reader.readinto(buffer)
+        finally:
+            stop.set()
+            thread.join()
+        assert 0.5 < time.monotonic() - started < 1.5  # each read was well inside the 5 s timeout
+
+
+def test_refuser_answers_then_drains_the_whole_request() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    refuser = Refuser(max_head_bytes=65536, max_body_bytes=8 * MB, deadline_s=5)
+    body = b"x" * (2 * MB)
+    got: dict[str, bytes] = {}
+
+    def client() -> None:
+        with socket.create_connection(listener.getsockname()) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            got["reply"] = data
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    conn, _ = listener.accept()
+    refuser.refuse(conn, response_bytes("503 Service Unavailable", '{"error": "busy"}'))
+    thread.join(10)
+    refuser.close()
+    listener.close()
+    assert got["reply"].startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in got["reply"]
