@@ -54,6 +54,7 @@ _KINDS = {400: "InvalidRequest", 404: "NotFound", 405: "MethodNotAllowed", 408: 
 _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _BLANK = (b"\r\n", b"\n")
 _READ_BUFFER = 1 << 16
+_HEAD_DRAIN = 1 << 20  # bytes read and dropped after a head over the limit
 
 
 @dataclass
@@ -278,6 +279,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     self._head_error(HTTPStatus.REQUEST_URI_TOO_LONG if not lines
                                      else HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                                      None if not lines else f"the request head exceeds {limit} bytes")
+                    self._drain(_HEAD_DRAIN)  # the rest of the head: left unread, closing would reset the answer
                     return None
                 if not line:  # the client stopped sending: parse what came (an HTTP/0.9 line has no headers)
                     return lines if lines and not self.conn.evicted else None
