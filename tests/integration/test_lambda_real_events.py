@@ -93,7 +93,9 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
 # The direct-invoke rows of the bad-request table, through the runtime client
 
 
-DIRECT_ROWS = [param for param in BAD_BODIES if not param.values[0].in_bytes]
+# Rows whose JSON the runtime client's parser (simplejson) refuses: the handler never sees them (tested below).
+REFUSED_BY_LAMBDA = {"nan-literal", "infinity-literal"}
+DIRECT_ROWS = [param for param in BAD_BODIES if not param.values[0].in_bytes and param.id not in REFUSED_BY_LAMBDA]
 DIRECT_MISTAKES = [  # test_bad_requests.test_direct_invoke_mistakes, as bytes
     pytest.param(Bad("cnn", json.dumps([{"inputs": [IMAGE]}]).encode(), 400, "got a list"), id="direct-list"),
     pytest.param(Bad("cnn", json.dumps('{"inputs": []}').encode(), 400, "got a string"),
@@ -101,7 +103,7 @@ DIRECT_MISTAKES = [  # test_bad_requests.test_direct_invoke_mistakes, as bytes
     pytest.param(Bad("cnn", b"7", 400, "got a number"), id="direct-number"),
     pytest.param(Bad("cnn", b"null", 400, "got null"), id="direct-null"),
     pytest.param(Bad("cnn", json.dumps({"requestContext": {"http": {"method": "POST"}}}).encode(), 400,
-                     'missing "inputs"'), id="direct-half-an-http-event"),
+                     'missing "inputs"', "inputs"), id="direct-half-an-http-event"),
 ]
 
 
@@ -132,8 +134,10 @@ def test_direct_invoke_mistake_gets_the_handlers_400_through_the_runtime_client(
 
 
 UNMARSHAL = [
-    pytest.param(b'{"inputs": [[0, NaN]]}', "Expecting value: line 1 column 16", id="nan"),
-    pytest.param(b'{"inputs": [[0, Infinity]]}', "Expecting value: line 1 column 16", id="infinity"),
+    pytest.param(b'{"inputs": [[0, NaN]]}', "Expecting value: line 1 column 17 (char 16)", id="nan"),
+    pytest.param(b'{"inputs": [[0, Infinity]]}', "Expecting value: line 1 column 17 (char 16)", id="infinity"),
+    *[pytest.param(param.values[0].body, "Expecting value: line 1 column", id=f"table-{param.id}")
+      for param in BAD_BODIES if param.id in REFUSED_BY_LAMBDA],
     pytest.param(BIG_INT, "Exceeds the limit (4300 digits) for integer string conversion", id="integer-5001-digits"),
     pytest.param(DEEP_LIST, "maximum recursion depth exceeded", id="deep-nesting-lists"),
     pytest.param(DEEP_OBJECT, "maximum recursion depth exceeded", id="deep-nesting-objects"),
@@ -147,6 +151,10 @@ UNMARSHAL = [
 def unmarshal_replies(packages: dict[str, Path]) -> dict[bytes, InvokeResult]:
     bodies = [p.values[0] for p in UNMARSHAL]
     return dict(zip(bodies, invoke(packages["cnn"], bodies)))
+
+
+def test_the_table_rows_lambda_refuses_exist() -> None:
+    assert REFUSED_BY_LAMBDA <= {param.id for param in BAD_BODIES}
 
 
 @pytest.mark.parametrize("body, fragment", UNMARSHAL)
