@@ -90,3 +90,17 @@ def test_readme_links_point_at_files_that_exist() -> None:
     broken = [target for target in targets
               if not re.match(r"[a-z]+://", target) and not (REPO / target.split("#")[0]).exists()]
     assert not broken, f"README.md links to missing files: {broken}"
+
+
+def test_every_option_is_in_its_commands_section_of_the_reference() -> None:
+    # `edgemaas convert` is documented as the same command as `compress`, so its options are looked up there.
+    reference = (DOCS / "cli.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## `edgemaas ([\w -]+)`\n(.*?)(?=^## |\Z)", reference, flags=re.M | re.S))
+    aliases = {("convert",): ("compress",)}
+    missing = []
+    for path, command in walk(cli):
+        if not path:
+            continue
+        section = sections.get(" ".join(aliases.get(path, path)), "")
+        missing += [f"edgemaas {' '.join(path)} {flag}" for flag in long_flags(command) if not mentioned(flag, section)]
+    assert not missing, "options missing from their command's section of docs/cli.md:\n  " + "\n  ".join(missing)
