@@ -3,9 +3,9 @@
 A slot is held from accept to close. When every slot is taken, a new connection takes the slot of an idle
 keep-alive connection (the oldest), else of a connection still sending its request: one whose head is incomplete
 (the one that started longest ago: a slowloris), else one still uploading its body (the slowest in bytes per
-second). That victim comes from the client address holding the most such connections when it holds more than the
-newcomer's address (so attackers who keep reconnecting evict each other, not a client with one connection), else
-it must have been at it for `evict_after_s`. A connection whose request is complete (inference, answer) is never
+second). That victim comes at once from the client address holding the most such connections when it holds more than
+twice as many as the newcomer's address (a client with a connection or two gets in past a crowd), else it must
+have been at it for `evict_after_s` (so a crowd that keeps reconnecting cannot churn its slots faster than that). A connection whose request is complete (inference, answer) is never
 evicted; when no victim is left, the new connection is refused. One client address may hold at most `per_client`
 slots, so one host cannot take them all.
 """
@@ -84,7 +84,7 @@ class ConnectionTable:
         for conn in sending:
             per_client.setdefault(conn.client, []).append(conn)
         heaviest = max(per_client, key=lambda client: len(per_client[client]))
-        if heaviest != newcomer and len(per_client[heaviest]) > self._by_client.get(newcomer, 0):
+        if len(per_client[heaviest]) > 2 * self._by_client.get(newcomer, 0) + 1:
             return _slowest(per_client[heaviest], now)
         return _slowest([c for c in sending if now - c.since >= self.evict_after_s], now)
 

@@ -92,7 +92,8 @@ class MemoryPlan:
     @property
     def body_budget(self) -> int:
         """Bytes of request bodies held at once (being read, or waiting for a worker)."""
-        return max(0, min(self.budget - self.fixed, self.connections * self.max_request_bytes))
+        # Twice a body per connection at most: connections being let go still hold theirs for a moment.
+        return max(0, min(self.budget - self.fixed, 2 * self.connections * self.max_request_bytes))
 
     def problem(self) -> str | None:
         """Why the budget cannot hold these settings, or None."""

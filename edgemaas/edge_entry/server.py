@@ -15,8 +15,8 @@ Built to stay up on a hostile network (issue #17): every resource a client can h
 - the body: Content-Length is required and checked before a byte is read (413); it must arrive within
   `body_timeout_s + length / min_body_rate` (408); the bodies held at once are bounded by `body_budget_bytes` (503);
 - memory: a body whose JSON would cost more than `parse_limit` to parse is refused from byte counts (413), and
-  parsing and inference run under one semaphore sized to the workers (a request waits at most `queue_timeout_s`
-  for it, then 503), so peak RSS follows the formula in limits.py; a MemoryError is a 503, never a dropped
+  parsing and inference run behind one gate sized to the workers (gate.py: the smallest body first; a request
+  waits at most `queue_timeout_s` for it, then 503), so peak RSS follows the formula in limits.py; a MemoryError is a 503, never a dropped
   connection;
 - silence: `read_timeout_s` on every read and write (an idle keep-alive connection is closed after it).
 SIGTERM or SIGINT stops accepting, lets in-flight requests finish (up to `shutdown_grace_s`) and exits 0.
@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from ..runtime.service import Reply, Service, error_reply, too_large
 from .connections import BODY, BUSY, HEAD, IDLE, Connection, ConnectionTable
 from .deadline_io import DeadlineExceeded, DeadlineReader
+from .gate import Gate
 from .limits import MB, parse_cost, parse_limit
 from .refusal import Refuser, response_bytes
 
@@ -54,7 +55,7 @@ _KINDS = {400: "InvalidRequest", 404: "NotFound", 405: "MethodNotAllowed", 408: 
 _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _BLANK = (b"\r\n", b"\n")
 _READ_BUFFER = 1 << 16
-_HEAD_DRAIN = 1 << 20  # bytes read and dropped after a head over the limit
+_HEAD_DRAIN = 1 << 18  # bytes read and dropped after a head over the limit
 
 
 @dataclass
@@ -87,7 +88,7 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         self.service = service
         self.address_family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         self.table = ConnectionTable(settings.max_connections, settings.max_per_client, settings.evict_after_s)
-        self.gate = threading.BoundedSemaphore(service.replicas)  # parsing + inference: the memory-heavy part
+        self.gate = Gate(service.replicas)  # parsing + inference: the memory-heavy part
         self.parse_limit = parse_limit(service.max_body_bytes)
         # Bytes dropped after an early answer: read and thrown away, so bounded by the drain deadline, not memory.
         self.drain_limit = max(4 * service.max_body_bytes, 64 * MB)
@@ -431,7 +432,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                                         f"limit is {self.server.parse_limit / MB:.0f} MB (send numbers, not "
                                         "objects or empty lists)", field="body"), close=True)
             return
-        if not self.server.gate.acquire(timeout=self.server.settings.queue_timeout_s):
+        if not self.server.gate.acquire(len(body), self.server.settings.queue_timeout_s):
             self._overloaded(f"every worker stayed busy for {self.server.settings.queue_timeout_s:g} s; retry shortly")
             return
         try:

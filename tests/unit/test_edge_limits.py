@@ -15,6 +15,7 @@ import pytest
 
 from edgemaas.edge_entry.connections import BODY, BUSY, HEAD, IDLE, ConnectionTable
 from edgemaas.edge_entry.deadline_io import DeadlineExceeded, DeadlineReader
+from edgemaas.edge_entry.gate import Gate
 from edgemaas.edge_entry.limits import MB, MemoryPlan, parse_cost, parse_limit, request_bytes_needed
 from edgemaas.edge_entry.refusal import Refuser, response_bytes
 from edgemaas.runtime.service import parse_body
@@ -79,7 +80,7 @@ def test_memory_plan() -> None:
     plan = MemoryPlan(budget=512 * MB, base=60 * MB, connections=128, max_head_bytes=64 * 1024, workers=2,
                       max_request_bytes=737_280)
     assert plan.problem() is None
-    assert plan.body_budget == 128 * 737_280  # room for every connection's body: capped there
+    assert plan.body_budget == 2 * 128 * 737_280  # room for every connection's body twice: capped there
     assert plan.fixed + plan.body_budget <= plan.budget
     small = MemoryPlan(budget=64 * MB, base=60 * MB, connections=128, max_head_bytes=64 * 1024, workers=2,
                        max_request_bytes=737_280)
@@ -174,3 +175,26 @@ def test_refuser_answers_then_drains_the_whole_request() -> None:
     refuser.close()
     listener.close()
     assert got["reply"].startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in got["reply"]
+
+
+def test_gate_serves_the_smallest_waiting_body_first_and_times_out() -> None:
+    gate = Gate(1)
+    assert gate.acquire(10, timeout=0)
+    order: list[int] = []
+
+    def wait(cost: int) -> None:
+        if gate.acquire(cost, timeout=5):
+            order.append(cost)
+            gate.release()
+
+    threads = [threading.Thread(target=wait, args=(cost,)) for cost in (900, 500, 1)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # arrival order: the largest first
+    gate.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [1, 500, 900]
+    assert gate.acquire(1, timeout=0)
+    started = time.monotonic()
+    assert not gate.acquire(1, timeout=0.2) and time.monotonic() - started >= 0.2
