@@ -134,8 +134,8 @@ def read_event_bytes(data: str | None, data_file: str | None) -> bytes:
 
     Refused here, each as a one-line `Error: ...`: more than Lambda's 6 MB request limit, bytes that are not UTF-8,
     text that is not JSON (exit 2, as before), and a repeated key (Lambda's runtime would keep only the last one,
-    silently). JSON that Python's parser cannot take (nesting deeper than ~1000, integers over 4300 digits, NaN) is
-    sent as it is: Lambda's runtime client refuses it with Runtime.UnmarshalError before the handler runs.
+    silently). Nesting deeper than ~1000, integers over 4300 digits and NaN/Infinity are sent as they are: Lambda's
+    runtime client refuses them with Runtime.UnmarshalError before the handler runs, and so does `--local`.
     """
     if (data is None) == (data_file is None):
         raise click.UsageError("give the event with exactly one of --data or --data-file")
