@@ -279,7 +279,7 @@ class Service:
         method = method.upper()
         route = self._route(path)
         if route is None:
-            return error_reply(404, f"no such endpoint {_clip(path)!r}; use GET /, GET /health, POST /predict, or "
+            return error_reply(404, f"no such endpoint {_clip(path)!r}; use GET /health, GET / or POST /predict, or "
                                     f"the Open Inference Protocol under /v2 (POST /v2/models/{self._name}/infer)",
                                kind="NotFound")
         kind, model_name = route
@@ -290,6 +290,8 @@ class Service:
         if method == "HEAD" and "GET" in allowed:
             method = "GET"
         if method not in allowed:
+            if method not in ("GET", "POST"):
+                allowed = ("GET", "POST")  # a method no route takes: name the ones the server has
             reply = error_reply(405, f"method {_clip(method)} is not allowed on {_clip(path)!r}; use "
                                      f"{', '.join(allowed)}", kind="MethodNotAllowed")
             reply.headers["Allow"] = ", ".join(allowed)

@@ -93,11 +93,15 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
         shutil.copyfile(path, target)
         variant, pass_name = f"{fmt}-imported", "import"
     try:
-        shell = _shell_manifest(name, target, labels)
+        shell = _shell_manifest(name, target, labels, path)
         manifest = variant_manifest(shell, target, variant, {"pass": pass_name, "source": str(path),
                                                              "source_format": fmt, **_trust(trust_code)})
     except ModelLoadError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
+    except UserError:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-made stays behind
+        raise
     manifest.provenance.pop("parent", None)
     manifest.save(tmp)
     shutil.rmtree(out, ignore_errors=True)
@@ -105,7 +109,7 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
     return manifest
 
 
-def _shell_manifest(name: str, model_path: Path, labels: list[str] | None) -> Manifest:
+def _shell_manifest(name: str, model_path: Path, labels: list[str] | None, source: Path | None = None) -> Manifest:
     """The manifest of a model brought without a task, from its own signature.
 
     Every input and output is recorded (names, dtypes, shapes with dynamic dimensions, the TFLite signature's
@@ -119,14 +123,14 @@ def _shell_manifest(name: str, model_path: Path, labels: list[str] | None) -> Ma
     except ModelLoadError as exc:
         ops = custom_ops(model_path) if model_path.suffix == ".tflite" else []
         if ops:
-            raise UserError(f"{model_path.name}: the model uses the custom op(s) {', '.join(ops)}, which LiteRT "
+            raise UserError(f"{source or model_path}: the model uses the custom op(s) {', '.join(ops)}, which LiteRT "
                             "cannot run (it has no kernel for them); re-export the model with builtin ops only, "
                             "or export it to ONNX") from None
         raise
-    _check_dtypes(model_path, signature.inputs + signature.outputs)
+    _check_dtypes(source or model_path, signature.inputs + signature.outputs)
     batchable = len(signature.inputs) == 1 and _fixed_sample(signature.inputs[0])
     if labels and not (batchable or len(signature.inputs) > 1 and all(map(_fixed_sample, signature.inputs))):
-        raise UserError(f"{model_path.name}: --labels is for a classifier taking a batch of samples of a fixed shape; "
+        raise UserError(f"{source or model_path}: --labels is for a classifier taking a batch of samples of a fixed shape; "
                         f"this model's inputs are {_shapes(signature.inputs)}. Leave out --labels: the model is "
                         "served in tensors, every output by name")
     if labels:
@@ -159,7 +163,7 @@ def _shapes(specs: list[TensorSpec]) -> str:
 def _check_dtypes(model_path: Path, specs: list[TensorSpec]) -> None:
     odd = [f"{s.public_name} ({s.dtype})" for s in specs if s.dtype not in SERVED_DTYPES]
     if odd:
-        raise UserError(f"{model_path.name}: edgemaas serves tensors of {', '.join(SERVED_DTYPES)}; this model has "
+        raise UserError(f"{model_path}: edgemaas serves tensors of {', '.join(SERVED_DTYPES)}; this model has "
                         f"{', '.join(odd)}")
 
 
@@ -217,9 +221,13 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
         except StageFailed as exc:
             raise UserError(f"{path}: could not read this {fmt} model's signature: {exc}") from None
     try:
-        shell = _shell_manifest(name, probe, labels)
+        shell = _shell_manifest(name, probe, labels, path)
     except ModelLoadError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
+    except UserError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if probe != target:
         probe.unlink()
     manifest = Manifest(
