@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -75,10 +76,23 @@ def _serve(args: argparse.Namespace) -> int:
     if problem:
         raise CliError(problem)
     settings.body_budget_bytes = plan.body_budget
+    _raise_open_files_limit()
     try:
         return serve(service, settings)
     except OSError as exc:  # port in use, host not on this machine, no permission for a port below 1024
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _raise_open_files_limit() -> None:
+    """A socket per connection, held or being refused: the usual soft limit of 1024 descriptors is too few under a
+    flood (accept would fail and the backlog fill). Raise it to the hard limit, as far as 65536."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # not allowed here: keep the soft limit
 
 
 def _describe(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 Closing a socket with unread bytes in it resets the connection; a client still sending its body (http.client,
 requests and curl all send the whole request before reading) then gets a broken pipe instead of the 503. So a
 refused connection is answered at once, then its request (the head, then Content-Length bytes) is read and dropped
-until it is complete or `deadline_s` passes, and only then closed. One thread does this for every refused
+until it is complete or `deadline_s` passes (`head_wait_s` for a client that has not sent its head), and only
+then closed. One thread does this for every refused
 connection (non-blocking sockets and a selector), at most `max_pending` at once; past that, a connection is answered
 and closed at once.
 """
@@ -36,17 +37,19 @@ def response_bytes(status_line: str, text: str, retry_after: int | None = 1) -> 
 class _Pending:
     sock: socket.socket
     deadline: float
+    head_deadline: float  # a client that has not sent its head by then never will: its place goes to others
     head: bytearray = field(default_factory=bytearray)
     left: int | None = None  # body bytes still to drop, once the head is in
 
 
 class Refuser:
     def __init__(self, max_head_bytes: int, max_body_bytes: int, deadline_s: float = 2.0,
-                 max_pending: int = 256) -> None:
+                 max_pending: int = 512, head_wait_s: float = 1.0) -> None:
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
         self.deadline_s = deadline_s
         self.max_pending = max_pending
+        self.head_wait_s = head_wait_s
         self._selector = selectors.DefaultSelector()
         self._incoming: list[_Pending] = []
         self._lock = threading.Lock()
@@ -72,7 +75,8 @@ class Refuser:
                 _close(sock)
                 return
             self._count += 1
-            self._incoming.append(_Pending(sock, time.monotonic() + self.deadline_s))
+            now = time.monotonic()
+            self._incoming.append(_Pending(sock, now + self.deadline_s, now + min(self.head_wait_s, self.deadline_s)))
         try:
             self._wake_w.send(b"x")
         except OSError:
@@ -95,7 +99,8 @@ class Refuser:
                 self._selector.register(pending.sock, selectors.EVENT_READ, pending)
             now = time.monotonic()
             expired = [key.data for key in list(self._selector.get_map().values())
-                       if key.data is not None and (closed or key.data.deadline <= now)]
+                       if key.data is not None and (closed or key.data.deadline <= now
+                                                    or (key.data.left is None and key.data.head_deadline <= now))]
             for pending in expired:
                 self._finish(pending)
             if closed:
