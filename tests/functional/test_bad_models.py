@@ -30,6 +30,8 @@ from edgemaas.runtime.manifest import MANIFEST_NAME
 from edgemaas.workspace import Workspace
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.models("cnn")  # the built-ins `trained` holds here
+
 KINDS = ("tampered", "truncated", "garbage")
 SHA_MISMATCH = "does not match its manifest"
 

@@ -19,6 +19,8 @@ from edgemaas.bench.servers import VARIANT_SERVERS
 from edgemaas.errors import UserError
 from edgemaas.workspace import Workspace
 
+pytestmark = pytest.mark.models("linear")  # the built-ins `trained` holds here
+
 COLD_RUNS, WARM_REQUESTS = 2, 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -6,22 +6,17 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from edgemaas.cli import cli
 from edgemaas.workspace import Workspace
-from tests.integration.aws_fixtures import moto_server  # noqa: F401 (a fixture)
 from tests.conftest import MODELS
-from tests.unit.test_cli import runner
+from tests.unit.test_cli import runner  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.models("cnn")  # the built-ins `trained` holds here
 
 IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0]] * 8
-
-
-def test_remote_invoke_needs_a_deployed_function(runner: CliRunner, packaged_cnn: Path,
-                                                 moto_server: object) -> None:  # noqa: F811
-    result = runner.invoke(cli, ["invoke", str(packaged_cnn), "--data", "{}"])
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: edgemaas-cnn is not deployed in us-east-1; deploy it first")
 
 
 def test_invoke_bad_json_is_a_usage_error(runner: CliRunner, packaged_cnn: Path) -> None:

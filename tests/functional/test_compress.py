@@ -21,6 +21,8 @@ from edgemaas.workspace import Workspace
 from tests.unit.test_importing import tiny_onnx
 from tests.unit.test_compress import rows
 
+pytestmark = pytest.mark.models("cnn", "linear")  # the built-ins `trained` holds here
+
 
 def copy_trained(trained: Workspace, name: str, root: Path) -> Workspace:
     """A workspace of its own holding only the trained float model and its data (so tests don't interfere)."""

@@ -14,6 +14,8 @@ import pytest
 from edgemaas.workspace import Workspace
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.models("cnn", "nlp")  # the built-ins `trained` holds here
+
 CONTEXT = SimpleNamespace(aws_request_id="req-1234")
 IMAGE = [[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]] * 8
 

@@ -15,6 +15,8 @@ from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 from edgemaas.runtime.manifest import sha256_file
 from edgemaas.workspace import Workspace
 
+pytestmark = pytest.mark.models("cnn", "linear", "rnn")  # the built-ins `trained` holds here
+
 
 def test_zip_holds_handler_runtime_model_and_only_the_runtime_it_needs(packaged_cnn: Path) -> None:
     with zipfile.ZipFile(packaged_cnn) as archive:

@@ -14,6 +14,8 @@ from edgemaas.runtime import read_manifest
 from edgemaas.workspace import Workspace
 from tests.unit.test_secrets import AWS_KEY_ID
 
+pytestmark = pytest.mark.models("cnn")  # the built-ins `trained` holds here
+
 
 def test_lambda_package_refuses_a_manifest_carrying_a_key(trained: Workspace, tmp_path: Path) -> None:
     variant = tmp_path / "variant"

@@ -29,6 +29,8 @@ from edgemaas.workspace import Workspace
 from tests.integration.test_bad_requests import EdgeServer, edge_server
 from tests.functional.test_handler import CONTEXT, load_handler
 
+pytestmark = pytest.mark.models("cnn", "linear", "nlp")  # the built-ins `trained` holds here
+
 SCALE = float(os.environ.get("EDGEMAAS_FUZZ_SCALE", "1"))
 MODELS = ("cnn", "nlp", "linear")
 SHAPES = {"cnn": (8, 8), "linear": (10,)}

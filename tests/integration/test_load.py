@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edgemaas.pipeline import chosen_variant
 from edgemaas.workspace import Workspace
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.models("cnn")  # the built-ins `trained` holds here
 
 MAX_GROWTH_MB = 10  # generous: a leak of even 1 KB per request would show as 2 MB over these runs
 
