@@ -34,6 +34,8 @@ from edgemaas.workspace import Workspace
 from tests.conftest import REPO
 from tests.functional.test_handler import CONTEXT, http_v1, http_v2, load_handler
 
+pytestmark = pytest.mark.models("cnn", "linear", "nlp")  # the built-ins `trained` holds here
+
 MODELS = ("cnn", "nlp", "linear")
 MB = 1024 * 1024
 IMAGE = [[0.0] * 8 for _ in range(8)]  # a well-formed cnn sample, varied below into bad ones
@@ -133,9 +135,10 @@ def handlers(variants: dict[str, Path]) -> dict[str, ModuleType]:
 @pytest.fixture(scope="module")
 def servers(variants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, EdgeServer]]:
     logs = tmp_path_factory.mktemp("edge-logs")
-    with edge_server(variants["cnn"], logs / "cnn.log", "--workers", "1") as cnn, \
-            edge_server(variants["nlp"], logs / "nlp.log", "--workers", "1") as nlp, \
-            edge_server(variants["linear"], logs / "linear.log", "--workers", "1") as linear:
+    options = ("--workers", "1", "--max-request-bytes", str(6 * MB))  # Lambda's request limit, on every surface
+    with edge_server(variants["cnn"], logs / "cnn.log", *options) as cnn, \
+            edge_server(variants["nlp"], logs / "nlp.log", *options) as nlp, \
+            edge_server(variants["linear"], logs / "linear.log", *options) as linear:
         yield {"cnn": cnn, "nlp": nlp, "linear": linear}
 
 
