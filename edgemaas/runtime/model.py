@@ -58,6 +58,18 @@ class ServingModel:
         description.update(self.describe_tensors())
         return description
 
+    def max_request_numbers(self) -> int:
+        """How many numbers (or characters) the largest legal request carries: max_batch samples in the batch
+        form, max_input_elements in the tensor forms (a dynamic model's shapes are open, its size is not)."""
+        tensors = self.max_input_elements if TENSORS in self.forms or len(self.forms) == 0 else 0
+        per_sample = 0
+        for processor in self._inputs if BATCH in self.forms else []:
+            if processor.kind == "text":
+                per_sample += processor.max_text_chars
+            else:
+                per_sample += int(np.prod(processor.shape)) if processor.shape else 1
+        return max(tensors, per_sample * int(self.manifest.limits.get("max_batch", 256)))
+
     def describe_tensors(self) -> dict[str, Any]:
         """The tensor view: every input and output with name, dtype and shape (dynamic dimensions named), the
         request forms with an example each, and the file's own metadata."""

@@ -69,7 +69,10 @@ def parse_request(request: Any, inputs: list[TensorInput], outputs: list[TensorO
             raise RequestError(field, f"unknown key(s) {', '.join(map(repr, extra[:5]))}")
         missing = [k for k in ("shape", "datatype", "data") if k not in item]
         if missing:
-            raise RequestError(field, f"missing {', '.join(missing)}")
+            binary = isinstance(item.get("parameters"), dict) and "binary_data_size" in item["parameters"]
+            raise RequestError(field, f"missing {', '.join(missing)}" + (
+                "; binary tensor data (Triton's binary extension) is not taken: send it as JSON \"data\" "
+                "(tritonclient: binary_data=False)" if binary else ""))
         tensor = by_name[name]
         array = _input_array(item, tensor, field, remaining)
         remaining -= array.size

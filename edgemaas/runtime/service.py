@@ -302,6 +302,9 @@ class Service:
             try:
                 request = parse_body(body, is_base64, self.max_body_bytes)
             except BadRequest as exc:
+                if kind == "infer" and _binary_tensors(body):
+                    exc = BadRequest("binary tensor data (Triton's binary extension) is not taken: send every "
+                                     "tensor as JSON \"data\" (tritonclient: binary_data=False)", field="body")
                 return self._rejected(exc, request_id)
             if kind == "infer":
                 return self._guarded(lambda: self.infer_oip(request), request_id)
@@ -387,6 +390,13 @@ class Service:
 
 _ALLOWED = {"root": ("GET", "POST"), "predict": ("POST",), "health": ("GET",), "server": ("GET",), "live": ("GET",),
             "ready": ("GET",), "model_ready": ("GET",), "metadata": ("GET",), "infer": ("POST",)}
+
+
+def _binary_tensors(body: Any) -> bool:
+    """Whether a body that is not JSON is a JSON header followed by raw tensors (Triton's binary extension)."""
+    head = body[:65536] if isinstance(body, (bytes, bytearray, str)) else b""
+    marker = "binary_data" if isinstance(head, str) else b"binary_data"
+    return marker in head
 
 
 def _json_reply(body: dict[str, Any]) -> Reply:
