@@ -8,6 +8,7 @@ test process never imports TensorFlow. Each model is tiny but has the trait a pr
 - vad.onnx: a streaming model (silero-like): input [batch, samples], a recurrent state [2, batch, 16] whose batch is
   second, and an int64 0-d sample rate;
 - branchy.onnx: its whole graph inside an If, the output's rank unknown to the file;
+- dtypes.onnx: one input and output of each served dtype (float16, float64, int32, uint8, int8, bool);
 - landmarks.tflite: five outputs (one a segmentation mask) whose signature names differ from their tensor names;
 - textline.tflite: a text-line recogniser [N, 8, W, 3] with a dynamic width;
 - int8.tflite: a fully int8 model (int8 input and output);
@@ -97,6 +98,33 @@ def branchy_onnx(path: Path) -> Path:
     graph = helper.make_graph(nodes, "branchy", [x], [y], [two, zero])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
     return _save_onnx(model, path, check=False)  # the checker wants every graph output's rank; real files lack it
+
+
+DTYPE_INPUTS = {"half": "float16", "count": "int32", "pixels": "uint8", "mask": "bool", "offset": "int8",
+                "wide": "float64"}
+
+
+def dtypes_onnx(path: Path) -> Path:
+    """One input of each served dtype, each echoed (plus one) as an output of the same dtype: half [batch, 2],
+    count [batch], pixels [batch, 3], mask [batch], offset [batch] and wide [batch]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    kinds = {"float16": TensorProto.FLOAT16, "int32": TensorProto.INT32, "uint8": TensorProto.UINT8,
+             "bool": TensorProto.BOOL, "int8": TensorProto.INT8, "float64": TensorProto.DOUBLE}
+    shapes = {"half": ["batch", 2], "pixels": ["batch", 3]}
+    inputs, outputs, nodes, constants = [], [], [], []
+    for name, dtype in DTYPE_INPUTS.items():
+        shape = shapes.get(name, ["batch"])
+        inputs.append(helper.make_tensor_value_info(name, kinds[dtype], shape))
+        outputs.append(helper.make_tensor_value_info(f"{name}_out", kinds[dtype], shape))
+        if dtype == "bool":
+            nodes.append(helper.make_node("Not", [name], [f"{name}_out"]))
+        else:
+            constants.append(numpy_helper.from_array(np.array(1, dtype=dtype), f"{name}_one"))
+            nodes.append(helper.make_node("Add", [name, f"{name}_one"], [f"{name}_out"]))
+    graph = helper.make_graph(nodes, "dtypes", inputs, outputs, constants)
+    # opset 14: Add takes int8/uint8 from opset 14 on
+    return _save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), path)
 
 
 def _save_onnx(model: object, path: Path, check: bool = True) -> Path:
@@ -213,7 +241,7 @@ def custom_op_tflite(path: Path) -> Path:
     return path
 
 
-ONNX_MODELS = {"detector": detector_onnx, "vad": vad_onnx, "branchy": branchy_onnx}
+ONNX_MODELS = {"detector": detector_onnx, "vad": vad_onnx, "branchy": branchy_onnx, "dtypes": dtypes_onnx}
 TFLITE_MODELS = {"landmarks": landmarks_tflite, "textline": textline_tflite, "int8": int8_tflite,
                  "stream": stream_tflite, "custom_op": custom_op_tflite}
 
