@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
+from edgemaas.compress.records import ReportCard
 from edgemaas.errors import UserError
 from edgemaas.packaging.awslambda.target import Invoked, build_package, smoke
 from edgemaas.packaging.sources import Source, serving_variant
@@ -54,16 +55,17 @@ class BuildRow:
 def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = quiet) -> BuildRow:
     row = BuildRow(spec.name)
     try:
-        card = compress_spec(spec, ws, force, report)
-        row.task = card["task"]
-        row.chosen = card["gate"]["chosen"]
-        row.fallback = card["gate"]["fallback"]
-        by_name = {r["variant"]: r for r in card["variants"]}
+        card = ReportCard.from_dict(compress_spec(spec, ws, force, report))
+        row.task = card.task
+        row.chosen = card.gate.chosen
+        row.fallback = card.gate.fallback
+        by_name = card.rows_by_name()
         variant_dir = serving_variant(Source(spec.name, spec), ws, report=report)[0]
         for variant in (FLOAT_BASELINE, variant_dir.name):
-            if by_name.get(variant, {}).get("size_bytes"):
-                row.sizes[variant] = by_name[variant]["gzip_bytes"]
-                row.metrics[variant] = labelled_metric(card["metric"], by_name[variant]["metric_value"])
+            measured = by_name.get(variant)
+            if measured is not None and measured.size_bytes:
+                row.sizes[variant] = measured.gzip_bytes or 0
+                row.metrics[variant] = labelled_metric(card.metric, measured.metric_value)
         row.shipped = variant_dir.name
         package = build_package(spec, ws, variant_dir, report)
         if package.layout == "image":

@@ -84,7 +84,7 @@ def compress(targets: tuple[str, ...], calibration_data: Path | None, eval_data:
       edgemaas compress my_model.keras --calibration-data x.npy --eval-data test.npz
     """
     from edgemaas.pipeline import compress_file, compress_spec, resolve_spec
-    from edgemaas.compress.report import report_table
+    from edgemaas.compress.report import as_card, report_table
 
     ws = workspace()
     cards = []
@@ -99,11 +99,11 @@ def compress(targets: tuple[str, ...], calibration_data: Path | None, eval_data:
             raise click.UsageError("--calibration-data and --eval-data are for model files; a spec names its data")
         else:
             cards.append(compress_spec(spec, ws, force, status))
-    for card in cards:
+    for card in map(as_card, cards):
         out.print(report_table(card))
-        for fmt in card["gate"]["fallback"]:
+        for fmt in card.gate.fallback:
             console.print(f"[bold red]No variant passed the gate for {fmt}: the float model ships.[/bold red]")
-        console.print(f"report: {ws.dist / card['model'] / 'report' / 'report.md'}")
+        console.print(f"report: {ws.dist / card.model / 'report' / 'report.md'}")
 
 
 cli.add_command(compress, "convert")
@@ -172,7 +172,10 @@ def build(specs: tuple[str, ...], force: bool) -> None:
 
 
 def _spec_paths() -> list[Path]:
-    found = sorted(Path("models").glob("*.yaml"))
+    """Every built-in spec: models/*.yaml here, else the specs that ship with edgemaas."""
+    from edgemaas.pipeline import spec_dirs
+
+    found = next((sorted(d.glob("*.yaml")) for d in spec_dirs() if any(d.glob("*.yaml"))), [])
     if not found:
         raise UserError("no specs given and no models/*.yaml here; run from the edgemaas repository or name a spec")
     return found

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemaas.train import training
+from edgemaas.compress.records import load_selection
 from edgemaas.compress.run import compress_model, save_report
 from edgemaas.errors import StageFailed, UserError
 from edgemaas.user_models.importing import import_root
@@ -23,6 +24,7 @@ from edgemaas.isolate import run_isolated
 from edgemaas.compress.passes import KERAS_ROOT
 from edgemaas.runtime import Manifest, ModelLoadError, read_manifest
 from edgemaas.runtime.manifest import intact
+from edgemaas.resources import builtin_specs_dir
 from edgemaas.spec import Spec, load_spec
 from edgemaas.workspace import FLOAT_VARIANT, Workspace
 
@@ -38,17 +40,33 @@ def fingerprint(spec: Spec, *sections: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resolve_spec(target: str, models_dir: Path = Path("models")) -> Spec | None:
-    """A spec file, or the name of a built-in spec in models/. None when target is a model file instead."""
+def spec_dirs(models_dir: Path | None = None) -> list[Path]:
+    """Where built-in spec names are looked up: models/ in the current directory first, then the specs that ship
+    with edgemaas (the same folder in a checkout)."""
+    if models_dir is not None:
+        return [models_dir]
+    folders = [Path("models")]
+    try:
+        folders.append(builtin_specs_dir())
+    except FileNotFoundError:
+        pass
+    return folders
+
+
+def resolve_spec(target: str, models_dir: Path | None = None) -> Spec | None:
+    """A spec file, or the name of a built-in spec (`spec_dirs`). None when target is a model file instead."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml"):
         return load_spec(path)
-    if not path.exists() and (models_dir / f"{target}.yaml").exists():
-        return load_spec(models_dir / f"{target}.yaml")
-    if not path.exists():
-        raise UserError(f"{target}: no such spec, model file or built-in model name (built-ins: "
-                        f"{', '.join(p.stem for p in sorted(models_dir.glob('*.yaml'))) or 'none found'})")
-    return None
+    if path.exists():
+        return None
+    folders = spec_dirs(models_dir)
+    for folder in folders:
+        if (folder / f"{target}.yaml").exists():
+            return load_spec(folder / f"{target}.yaml")
+    names = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+    raise UserError(f"{target}: no such spec, model file or built-in model name (built-ins: "
+                    f"{', '.join(names) or 'none found'})")
 
 
 def ensure_trained(spec: Spec, ws: Workspace, force: bool = False, report: Report = _quiet) -> Manifest:
@@ -137,9 +155,8 @@ def _with_task(ws: Workspace, root: str, manifest: Manifest, data_source: Path) 
 def chosen_variant(ws: Workspace, name: str, variant: str | None = None, fmt: str = "tflite") -> Path:
     """The variant folder to package: the one asked for, else the gate's choice for the format."""
     if variant is None:
-        selection = load_selection(ws.selection_file(name)) or {}
-        variant = (selection.get("chosen") or {}).get(fmt) if isinstance(selection.get("chosen"), dict) else None
-        variant = variant or selection.get("default")
+        selection = load_selection(ws.selection_file(name))
+        variant = selection.variant_for(fmt) if selection else None
         if not variant:
             raise UserError(f"{name}: nothing chosen to package; run `edgemaas compress {name}` first, or pass "
                             "--variant")
@@ -149,13 +166,6 @@ def chosen_variant(ws: Workspace, name: str, variant: str | None = None, fmt: st
             if ws.model_dir(name).exists() else []
         raise UserError(f"{name}: no variant {variant!r} was built (built: {', '.join(available) or 'none'})")
     return path
-
-
-def load_selection(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
 
 
 def smoke_event(ws: Workspace, name: str, samples: int = 2) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import click
 
 from edgemaas.errors import UserError
 from edgemaas.packaging.target import PackageRequest, Report, TargetOption, quiet
-from edgemaas.pipeline import chosen_variant, compress_spec, load_selection, resolve_spec
+from edgemaas.compress.records import load_selection
+from edgemaas.pipeline import chosen_variant, compress_spec, resolve_spec
 from edgemaas.spec import Spec
 from edgemaas.units import human_size
 from edgemaas.user_models.importing import import_model
@@ -73,7 +74,8 @@ def serving_variant(source: Source, ws: Workspace, variant: str | None = None, r
         return chosen_variant(ws, source.name, variant, "tflite" if runtime == "auto" else runtime), None
     from edgemaas.packaging.runtime_choice import choose_runtime
 
-    chosen = (load_selection(ws.selection_file(source.name)) or {}).get("chosen") or {}
+    selection = load_selection(ws.selection_file(source.name))
+    chosen = selection.chosen if selection else {}
     candidates = {fmt: ws.variant_dir(source.name, v) for fmt, v in chosen.items()
                   if v and (ws.variant_dir(source.name, v) / "manifest.json").exists()}
     report("measuring LiteRT against ONNX Runtime (--runtime auto)")

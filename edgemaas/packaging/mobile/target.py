@@ -10,7 +10,9 @@ from edgemaas.errors import UserError
 from edgemaas.packaging.mobile.phones import MobilePackage, package_mobile
 from edgemaas.packaging.sources import Source, file_lines, first_line, source_of, warning_lines
 from edgemaas.packaging.target import BuildContext, Cell, PackageRequest, Status, Target
-from edgemaas.pipeline import chosen_variant, load_selection
+from edgemaas.compress.records import VariantStatus, load_selection
+from edgemaas.compress.report import as_card, load_report
+from edgemaas.pipeline import chosen_variant
 from edgemaas.workspace import Workspace
 
 MOBILE_TFLITE = ("tflite-int8", "tflite-float16")
@@ -38,14 +40,13 @@ def mobile_variants(source: Source, ws: Workspace, variant: str | None = None,
 def _phone_onnx_candidates(ws: Workspace, name: str, platform: str) -> list[str]:
     """Android: static QDQ int8 when it passed the gate (dynamic quantization's ops NNAPI does not take), else
     float32. iOS: float32. Then the gate's ONNX choice."""
-    from edgemaas.compress.report import load_report
-
     try:
-        rows = load_report(ws.dist / name / "report")["variants"]
+        rows = as_card(load_report(ws.dist / name / "report")).variants
     except (FileNotFoundError, KeyError, ValueError):
         rows = []
-    passed = {row["variant"] for row in rows if row.get("status") in ("passed", "chosen")}
-    chosen = ((load_selection(ws.selection_file(name)) or {}).get("chosen") or {}).get("onnx")
+    passed = {row.variant for row in rows if row.status in (VariantStatus.PASSED, VariantStatus.CHOSEN)}
+    selection = load_selection(ws.selection_file(name))
+    chosen = selection.chosen.get("onnx") if selection else None
     qdq = "onnx-qdq" if platform == "android" and "onnx-qdq" in passed else None
     return [v for v in (qdq, "onnx-float32", chosen) if v]
 
