@@ -179,7 +179,11 @@ class ServingModel:
             outputs = self.backend.run_exact(feeds)
         except Exception as exc:  # LiteRT raises ValueError/RuntimeError, onnxruntime its own types
             shapes = ", ".join(f"{t.name} {list(a.shape)}" for t, a in zip(self.tensor_inputs, arrays))
-            reason = " ".join(str(exc).split())[:300]
+            reason = " ".join(str(exc).split())
+            half = len(reason) // 2
+            if len(reason) % 2 == 0 and reason[:half] == reason[half:]:
+                reason = reason[:half]  # LiteRT says it twice
+            reason = reason[:300]
             raise RequestError("inputs", f"the model cannot run on these shapes ({shapes}): {reason}") from None
         return [t.from_model(o) for t, o in zip(self.tensor_outputs, outputs)]
 
