@@ -90,6 +90,14 @@ def dataset_for_model(manifest: Manifest, ws: Workspace, calibration: Path | Non
     if calibration is None and evaluation is None:
         raise UserError("compressing a model you bring needs data: give --calibration-data (inputs like the ones "
                         "it will serve) and, to measure accuracy, --eval-data (inputs with targets)")
+    if "batch" not in (manifest.request_forms or ["batch"]) or len(manifest.inputs) != 1:
+        # Several inputs or dynamic sample shapes: the data is one array per input, keyed by its name.
+        for path, role in ((calibration, "calibration"), (evaluation, "eval")):
+            if path is not None:
+                load_named_arrays(path, manifest, role)
+        raise UserError(f"compressing {manifest.name} (inputs {_input_list(manifest)}) is not supported yet: its "
+                        "passes assume one input with a fixed sample shape. Package the model as it is: "
+                        f"edgemaas package {manifest.provenance.get('source', 'MODEL')}")
     shape = manifest.preprocessing[0]["shape"]
     x_cal, _ = load_arrays(calibration, shape, "calibration") if calibration else (None, None)
     x_eval, y_eval = load_arrays(evaluation, shape, "eval") if evaluation else (None, None)
@@ -106,6 +114,37 @@ def dataset_for_model(manifest: Manifest, ws: Workspace, calibration: Path | Non
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
     return path, description
+
+
+def load_named_arrays(path: Path, manifest: Manifest, role: str) -> dict[str, np.ndarray]:
+    """--calibration-data/--eval-data for a model with several inputs or dynamic shapes: a .npz with one array per
+    input, keyed by the input's name, each with a leading sample axis; checked against the model's tensors."""
+    option = f"--{role}-data"
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        raise UserError(f"{option} {path}: this model has inputs {_input_list(manifest)}; give a .npz file with one "
+                        "array per input, keyed by the input's name")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{option} {path}: cannot read it: {exc}") from None
+    names = [spec.public_name for spec in manifest.inputs]
+    missing = [n for n in names if n not in arrays]
+    unknown = sorted(set(arrays) - set(names) - {"y", "labels", "targets"})
+    if missing or unknown:
+        raise UserError(f"{option} {path}: holds {', '.join(sorted(arrays)) or 'no arrays'}; expected one array per "
+                        f"input: {', '.join(names)}")
+    for spec in manifest.inputs:
+        array = arrays[spec.public_name]
+        dims = spec.shown_dims()
+        if array.ndim != len(spec.shape) or any(w >= 0 and w != g for w, g in zip(spec.shape, array.shape)):
+            raise UserError(f"{option} {path}: {spec.public_name} has shape {list(array.shape)}; the model takes "
+                            f"[{', '.join(map(str, dims))}]")
+    return arrays
+
+
+def _input_list(manifest: Manifest) -> str:
+    return ", ".join(f"{s.public_name} [{', '.join(map(str, s.shown_dims()))}]" for s in manifest.inputs)
 
 
 def _integral(y: np.ndarray) -> bool:
