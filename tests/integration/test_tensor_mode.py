@@ -173,6 +173,24 @@ def test_the_manifest_records_every_tensor_as_the_file_has_it(model_files: dict[
     assert int8.inputs[0].dtype == "int8" and int8.inputs[0].quantized
 
 
+def test_tflite_associated_files_are_kept_verbatim(model_files: dict[str, Path], ws: Workspace,
+                                                  tmp_path: Path) -> None:
+    """The TFLite metadata writer appends associated files (labels) as a zip after the flatbuffer."""
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as files:
+        files.writestr("labels.txt", "left_eye\nright_eye\n")
+        files.writestr("big.bin", b"\0" * 40000)
+    with_files = tmp_path / "landmarks-labelled.tflite"
+    with_files.write_bytes(model_files["landmarks"].read_bytes() + archive.getvalue())
+    manifest = import_model(with_files, ws, name="labelled")
+    assert manifest.model_metadata["files"] == {"labels.txt": "left_eye\nright_eye\n", "big.bin": {"bytes": 40000}}
+    described = load_model(ws.variant_dir("labelled", "imported")).describe()
+    assert described["metadata"]["files"]["labels.txt"] == "left_eye\nright_eye\n"
+
+
 def test_describe_shows_forms_examples_and_metadata(model_files: dict[str, Path], ws: Workspace) -> None:
     import_model(model_files["detector"], ws)
     model = load_model(ws.variant_dir("detector", "imported"))
