@@ -80,6 +80,9 @@ class ServingModel:
             "max_input_elements": self.max_input_elements,
             "examples": self.examples(),
         }
+        if any(map(_preprocesses, self._inputs)):
+            tensors["tensors_note"] = ("the tensor form and the Open Inference Protocol take the model's own tensors: "
+                                       "the batch form's preprocessing (scaling, tokenising) is not applied")
         if self.backend.signature_key:
             tensors["signature"] = self.backend.signature_key
         if self.manifest.model_metadata or self.backend.metadata:
@@ -200,6 +203,11 @@ def _to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 def _from_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return TensorCodec(spec).decode(array)
+
+
+def _preprocesses(processor: InputProcessor) -> bool:
+    """Whether the batch form changes what the caller sends before the model sees it."""
+    return processor.kind == "text" or bool(processor.mean.any()) or bool((processor.std != 1).any())
 
 
 def load_model(directory: str | os.PathLike[str], num_threads: int | None = None) -> ServingModel:
