@@ -64,8 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     max_request_bytes = args.max_request_bytes or request_bytes_needed(models[0].describe())
     service = Service(models, max_body_bytes=max_request_bytes, borrow_timeout_s=args.read_timeout)
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
-                              max_per_client=min(args.max_connections_per_client or max(1, args.max_connections // 2),
-                                                 args.max_connections),
+                              max_per_client=_per_client(args.max_connections, args.max_connections_per_client),
                               read_timeout_s=args.read_timeout, head_timeout_s=args.head_timeout,
                               body_timeout_s=args.body_timeout, min_body_rate=int(args.min_body_rate_kb * 1024),
                               queue_timeout_s=args.queue_timeout, access_log=not args.quiet)
@@ -81,6 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
         return serve(service, settings)
     except OSError as exc:  # port in use, host not on this machine, no permission for a port below 1024
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _per_client(max_connections: int, asked: int | None) -> int:
+    """Half the slots for one address, so one host cannot take them all; all of them when there are few (16 or
+    fewer), where a client closing and reconnecting would otherwise trip over its own closing connection."""
+    return min(asked or max(max_connections // 2, min(max_connections, 16)), max_connections)
 
 
 def _raise_open_files_limit() -> None:
@@ -171,8 +176,8 @@ def _parser() -> argparse.ArgumentParser:
                              "request head still trickling in gives up its slot, else the new one gets a 503 "
                              "(default 128)")
     server.add_argument("--max-connections-per-client", type=_positive(int), default=None,
-                        help="connections one client address may hold (default: half of --max-connections; behind a "
-                             "reverse proxy every client has the proxy's address: raise it)")
+                        help="connections one client address may hold (default: half of --max-connections, all of "
+                             "them up to 16; behind a reverse proxy every client has the proxy's address: raise it)")
     server.add_argument("--max-request-bytes", type=_positive(int), default=None,
                         help="largest request body; larger ones get 413 unread (default: what the model's largest "
                              "legal request needs, max_batch x sample with headroom)")
