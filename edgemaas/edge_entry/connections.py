@@ -5,8 +5,9 @@ keep-alive connection (the oldest), else of a connection still sending its reque
 (the one that started longest ago: a slowloris), else one still uploading its body (the slowest in bytes per
 second). That victim comes at once from the client address holding the most such connections when it holds more than
 twice as many as the newcomer's address (a client with a connection or two gets in past a crowd), else it must
-have been at it for `evict_after_s` (so a crowd that keeps reconnecting cannot churn its slots faster than that). A connection whose request is complete (inference, answer) is never
-evicted; when no victim is left, the new connection is refused. One client address may hold at most `per_client`
+have been at it for `evict_after_s` (so a crowd that keeps reconnecting cannot churn its slots faster than that).
+A connection whose request is complete (inference, answer) is never evicted; when no victim is left, the new
+connection is refused. One client address may hold at most `per_client`
 slots, so one host cannot take them all.
 """
 

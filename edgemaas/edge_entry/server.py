@@ -16,8 +16,8 @@ Built to stay up on a hostile network (issue #17): every resource a client can h
   `body_timeout_s + length / min_body_rate` (408); the bodies held at once are bounded by `body_budget_bytes` (503);
 - memory: a body whose JSON would cost more than `parse_limit` to parse is refused from byte counts (413), and
   parsing and inference run behind one gate sized to the workers (gate.py: the smallest body first; a request
-  waits at most `queue_timeout_s` for it, then 503), so peak RSS follows the formula in limits.py; a MemoryError is a 503, never a dropped
-  connection;
+  waits at most `queue_timeout_s` for it, then 503), so peak RSS follows the formula in limits.py; a
+  MemoryError is a 503, never a dropped connection;
 - silence: `read_timeout_s` on every read and write (an idle keep-alive connection is closed after it).
 SIGTERM or SIGINT stops accepting, lets in-flight requests finish (up to `shutdown_grace_s`) and exits 0.
 """
