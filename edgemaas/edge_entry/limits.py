@@ -102,7 +102,8 @@ class MemoryPlan:
             return None
         return (f"--memory-budget-mb {self.budget // MB} is too small for these settings: the model loaded takes "
                 f"{self.base / MB:.0f} MB, {self.connections} connections "
-                f"{self.connections * self.per_connection / MB:.0f} MB, parsing {self.workers} request(s) of up to {self.max_request_bytes} bytes "
+                f"{self.connections * self.per_connection / MB:.0f} MB, parsing {self.workers} request(s) of up to "
+                f"{self.max_request_bytes} bytes "
                 f"{self.workers * (parse_limit(self.max_request_bytes) + self.max_request_bytes) / MB:.0f} MB; "
                 f"at least {-(-needed // MB)} MB is needed (or lower --workers, --max-connections or "
                 f"--max-request-bytes)")
