@@ -67,8 +67,10 @@ class TFLiteBackend:
         # Shapes the tensors are allocated for; None until allocated. A model whose signature is dynamic may not
         # allocate at the placeholder shape (1 for every -1): it is allocated at the first request's shapes instead.
         self._shapes: list[tuple[int, ...]] | None = None
+        self.allocations = 0  # how many times tensors were (re)allocated: once per change of request shapes
         try:
             self._interp.allocate_tensors()
+            self.allocations += 1
             self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._in]
         except (ValueError, RuntimeError) as exc:
             # An op the interpreter lacks fails at any shape; a shape-dependent failure waits for a real shape.
@@ -105,6 +107,7 @@ class TFLiteBackend:
             for index, shape in zip(self._in_index, shapes):
                 interp.resize_tensor_input(index, list(shape), strict=True)
             interp.allocate_tensors()
+            self.allocations += 1
             self._shapes = shapes
         for index, feed in zip(self._in_index, feeds):
             interp.set_tensor(index, feed)

@@ -191,6 +191,17 @@ def test_tflite_associated_files_are_kept_verbatim(model_files: dict[str, Path],
     assert described["metadata"]["files"]["labels.txt"] == "left_eye\nright_eye\n"
 
 
+def test_tflite_reallocates_only_when_the_shapes_change(model_files: dict[str, Path], ws: Workspace) -> None:
+    import_model(model_files["stream"], ws)
+    model = load_model(ws.variant_dir("stream", "imported"))
+    assert model.backend.allocations == 0  # [1, 1] cannot be allocated: the first request's shapes are
+    for samples in (8, 8, 8, 16, 16, 8):
+        audio = np.ones((2, samples), np.float32)
+        (classes, sums) = model.run_tensors([audio])
+        assert classes.shape == (samples // 2, 4) and sums.shape == (samples // 2,)
+    assert model.backend.allocations == 3  # 8, then 16, then 8 again
+
+
 def test_describe_shows_forms_examples_and_metadata(model_files: dict[str, Path], ws: Workspace) -> None:
     import_model(model_files["detector"], ws)
     model = load_model(ws.variant_dir("detector", "imported"))
