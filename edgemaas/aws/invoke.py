@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 from botocore.exceptions import ClientError
 
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_path
 from edgemaas.aws import Aws
 from edgemaas.aws.errors import error_code, retryable, translate, with_retries
 
@@ -193,10 +194,8 @@ def run_batch(client: Any, function: str, stage: str, source: Path, output: Path
                 counts["failed" if "error" in row else "ok"] += 1
             if advance:
                 advance("error" not in row)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as final:
+    with atomic_path(output) as tmp, tmp.open("w") as final:
         for _, key, _ in lines:
             if key in results:
                 final.write(json.dumps(results[key]) + "\n")
-    os.replace(tmp, output)
     return BatchSummary(len(lines), len(lines) - len(todo), counts["ok"], counts["failed"], output)

@@ -7,15 +7,14 @@ pinned to the ones installed here, so the package serves with the runtime the mo
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_dir
 
 RUNTIME_FOR_FORMAT = {"tflite": "ai-edge-litert", "onnx": "onnxruntime"}
 PLATFORM_TAGS = {
@@ -44,17 +43,13 @@ def install(requirements: list[str], python_version: str, arch: str, cache: Path
     target = cache / "lambda-deps" / key
     if (target / ".complete").exists():
         return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    command = [sys.executable, "-m", "pip", "install", *_cross_platform(python_version, PLATFORM_TAGS[arch]),
-               "--target", str(tmp), *requirements]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(_explain_pip_failure(done.stderr, requirements, python_version, arch))
-    (tmp / ".complete").write_text(" ".join(requirements) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic_dir(target) as tmp:  # pip fills a staging folder; it replaces target only when complete
+        command = [sys.executable, "-m", "pip", "install", *_cross_platform(python_version, PLATFORM_TAGS[arch]),
+                   "--target", str(tmp), *requirements]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UserError(_explain_pip_failure(done.stderr, requirements, python_version, arch))
+        (tmp / ".complete").write_text(" ".join(requirements) + "\n")
     return target
 
 
@@ -67,18 +62,14 @@ def download(requirements: list[str], python_version: str, arch: str, cache: Pat
     target = cache / "wheels" / "-".join([f"py{python_version}", arch, *safe])
     if (target / ".complete").exists():
         return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    command = [sys.executable, "-m", "pip", "download",
-               *_cross_platform(python_version, platform_tags or PLATFORM_TAGS[arch]), "--dest", str(tmp),
-               *requirements]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(_explain_pip_failure(done.stderr, requirements, python_version, arch, hint))
-    (tmp / ".complete").write_text(" ".join(requirements) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic_dir(target) as tmp:
+        command = [sys.executable, "-m", "pip", "download",
+                   *_cross_platform(python_version, platform_tags or PLATFORM_TAGS[arch]), "--dest", str(tmp),
+                   *requirements]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UserError(_explain_pip_failure(done.stderr, requirements, python_version, arch, hint))
+        (tmp / ".complete").write_text(" ".join(requirements) + "\n")
     return target
 
 

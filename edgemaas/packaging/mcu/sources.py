@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import re
-import shutil
 import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,7 @@ from typing import Any
 
 from edgemaas import __version__
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_dir
 from edgemaas.runtime import MANIFEST_NAME
 from edgemaas.runtime.errors import ModelLoadError
 from edgemaas.runtime.manifest import Manifest, ModelFile, TensorSpec, read_manifest, read_verified_model, sha256_bytes
@@ -396,20 +395,9 @@ def _shipped_manifest(manifest: Manifest, package: McuPackage, graph: Graph) -> 
 
 def _replace_dir(out_dir: Path, files: dict[str, str | bytes]) -> None:
     """Write every file into a fresh sibling directory, then swap it in: out_dir is old or new, never half."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    retired = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir()
+    with atomic_dir(out_dir) as staging:
         for name, content in files.items():
             (staging / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-        if out_dir.exists():
-            os.replace(out_dir, retired)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 register_filters(c=_comment, cfloat=_c_float, g9=_g9, wrap=_wrap_comment, kb=_kb)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edgemaas.errors import StageFailed, UserError
+from edgemaas.fsutil import atomic_write_json, atomic_write_text
 from edgemaas.isolate import run_isolated
 from edgemaas.runtime import MANIFEST_NAME, Manifest, ModelLoadError, TensorSpec, read_manifest
 from edgemaas.runtime.manifest import read_verified_model, sha256_file
@@ -90,7 +91,7 @@ class MobilePackage:
         return [Path(self.out_dir) / f.name for f in self.artifacts if f.role == role]
 
     def save(self, path: Path) -> None:
-        _write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+        atomic_write_json(path, asdict(self))
 
 
 @dataclass
@@ -679,9 +680,7 @@ def _swift_float(value: float) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text, fsync=False)  # into the staging folder; _publish makes it visible
 
 
 def _publish(staging: Path, out_dir: Path, package: MobilePackage) -> None:
