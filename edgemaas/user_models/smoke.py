@@ -138,3 +138,14 @@ def _check_shape(spec: TensorSpec, shape: list[int], option: str) -> None:
                             f"({_dims(spec)})")
         if got <= 0:
             raise UserError(f"{option}: dimension {axis} is {got}; every dimension must be at least 1")
+
+
+def smoke_imported(model_dir: Path, input_shapes: dict[str, list[int]] | None = None,
+                   example_input: Path | None = None) -> list[str]:
+    """`edgemaas package FILE`: the smoke test of the imported model, as lines to show (raises UserError)."""
+    from edgemaas.runtime import read_manifest
+
+    manifest = read_manifest(model_dir)
+    example = load_example(example_input, manifest) if example_input is not None else None
+    request, notes = smoke_request(manifest, input_shapes, example)
+    return run_smoke(model_dir, request, notes).lines()
