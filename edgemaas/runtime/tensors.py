@@ -157,8 +157,9 @@ def _nested(value: Any, rank: int, field: str, dims: list[int | str], budget: in
                                       f"{depth} found {_json_type(odd)}")
         sizes = set(map(len, level))
         if len(sizes) > 1:
-            raise RequestError(field, f"the lists at depth {depth} have different lengths ({', '.join(map(str, sorted(sizes)[:4]))}); "
-                                      "a tensor's rows must all be the same length")
+            lengths = ", ".join(map(str, sorted(sizes)[:4]))
+            raise RequestError(field, f"the lists at depth {depth} have different lengths ({lengths}); a tensor's "
+                                      "rows must all be the same length")
         size = sizes.pop()
         if size == 0:
             raise RequestError(field, f"dimension {depth} is 0; send a tensor with at least one element")

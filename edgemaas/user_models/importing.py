@@ -130,8 +130,8 @@ def _shell_manifest(name: str, model_path: Path, labels: list[str] | None, sourc
     _check_dtypes(source or model_path, signature.inputs + signature.outputs)
     batchable = len(signature.inputs) == 1 and _fixed_sample(signature.inputs[0])
     if labels and not (batchable or len(signature.inputs) > 1 and all(map(_fixed_sample, signature.inputs))):
-        raise UserError(f"{source or model_path}: --labels is for a classifier taking a batch of samples of a fixed shape; "
-                        f"this model's inputs are {_shapes(signature.inputs)}. Leave out --labels: the model is "
+        raise UserError(f"{source or model_path}: --labels is for a classifier taking a batch of samples of a fixed "
+                        f"shape; this model's inputs are {_shapes(signature.inputs)}. Leave out --labels: the model is "
                         "served in tensors, every output by name")
     if labels:
         forms = ["batch"] if len(signature.inputs) > 1 else ["batch", "tensors"]

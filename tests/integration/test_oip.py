@@ -43,7 +43,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _serve(model_dir: Path, log_path: Path) -> Iterator[int]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "edgemaas.edge_entry", "--model-dir", str(model_dir),
-                                    "serve", "--port", "0", *SERVE_LIMITS], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                    "serve", "--port", "0", *SERVE_LIMITS], cwd=REPO, stdout=log,
+                                   stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while not (found := re.search(r"on http://127\.0\.0\.1:(\d+);", log_path.read_text(errors="replace"))):

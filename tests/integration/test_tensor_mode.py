@@ -268,8 +268,8 @@ def bundle_server(bundle_tar: Path, top: str, module: str, where: Path) -> Itera
     log_path = where / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGEMAAS"))}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", "0", *SERVE_LIMITS], cwd=where / top,
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", "0", *SERVE_LIMITS],
+                                   cwd=where / top, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
         while not (found := re.search(r"on http://127\.0\.0\.1:(\d+);", log_path.read_text(errors="replace"))):

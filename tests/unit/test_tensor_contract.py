@@ -79,7 +79,8 @@ def test_every_served_dtype_goes_in_and_comes_out(files: dict[str, Path]) -> Non
     assert outputs["half_out"]["data"] == [[2.5, -1.25]] and outputs["count_out"]["data"] == [8]
     assert outputs["pixels_out"]["data"] == [[1, 129, 255]] and outputs["mask_out"]["data"] == [False]
     assert outputs["offset_out"]["data"] == [-127] and outputs["wide_out"]["data"] == [1e300 + 1]
-    oip = {"inputs": [{"name": n, "shape": list(np.array(v).shape), "datatype": dt, "data": np.array(v).reshape(-1).tolist()}
+    oip = {"inputs": [{"name": n, "shape": list(np.array(v).shape), "datatype": dt,
+                       "data": np.array(v).reshape(-1).tolist()}
                       for (n, v), dt in zip(values.items(), ["FP16", "INT32", "UINT8", "BOOL", "INT8", "FP64"])]}
     status, body = post(service, oip, "/v2/models/dtypes/infer")
     assert status == 200, body
