@@ -90,19 +90,21 @@ class ServingModel:
         return tensors
 
     def examples(self) -> dict[str, Any]:
-        """One request per accepted form, with every dynamic dimension at 1."""
+        """One request per accepted form, with every dynamic dimension at 1. A tensor of more than EXAMPLE_VALUES
+        values is described in words instead (a describe reply must stay small), and the reply says so."""
         shapes = [[d if d >= 0 else 1 for d in t.shape] for t in self.tensor_inputs]
         examples: dict[str, Any] = {}
         if TENSORS in self.forms:
             examples["POST /predict (tensors)"] = {"inputs": {
-                t.name: np.zeros(shape, dtype=t.dtype).tolist() for t, shape in zip(self.tensor_inputs, shapes)}}
+                t.name: _example(shape, t.dtype, nested=True) for t, shape in zip(self.tensor_inputs, shapes)}}
         if BATCH in self.forms and self._inputs:
-            first = self._inputs[0]
-            sample = "turn on the lights" if first.kind == "text" else np.zeros(first.shape).tolist()
-            examples["POST /predict (batch)"] = {"inputs": [sample]}
+            samples = {p.field: ["turn on the lights"] if p.kind == "text" else [_example(p.shape, "float32", True)]
+                       for p in self._inputs}
+            examples["POST /predict (batch)"] = {"inputs": next(iter(samples.values())) if len(samples) == 1
+                                                 else samples}
         examples[f"POST /v2/models/{self.name}/infer"] = {"inputs": [
             {"name": t.name, "shape": shape, "datatype": oip.DATATYPES.get(t.dtype, t.dtype.upper()),
-             "data": np.zeros(shape, dtype=t.dtype).reshape(-1).tolist()}
+             "data": _example(shape, t.dtype, nested=False)}
             for t, shape in zip(self.tensor_inputs, shapes)]}
         return examples
 
@@ -203,6 +205,19 @@ def _to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 def _from_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return TensorCodec(spec).decode(array)
+
+
+EXAMPLE_VALUES = 256
+
+
+def _example(shape: list[int], dtype: str, nested: bool) -> Any:
+    """Zeros of `shape` (nested lists, or flat for the OIP), or words saying what to send when that is large."""
+    count = int(np.prod(shape)) if shape else 1
+    if count > EXAMPLE_VALUES:
+        layout = "nested lists" if nested else "a flat row-major list"
+        return f"<{count} {dtype} values of shape {shape} as {layout}>"
+    zeros = np.zeros(shape, dtype=dtype)
+    return zeros.tolist() if nested else zeros.reshape(-1).tolist()
 
 
 def _preprocesses(processor: InputProcessor) -> bool:
