@@ -109,10 +109,22 @@ class CompressSection(_Section):
         return self
 
 
+class PricesSection(_Section):
+    """Overrides of edgemaas/compress/prices.json (AWS Lambda, USD)."""
+
+    request_per_million: float | None = Field(None, ge=0)
+    x86_64_gb_second: float | None = Field(None, ge=0)
+    arm64_gb_second: float | None = Field(None, ge=0)
+
+
 class GateSection(_Section):
     max_metric_drop: float = Field(1.0, ge=0, description="accuracy points, or percent of RMSE")
-    objective: Literal["smallest", "fastest"] = "smallest"
+    objective: Literal["cost", "smallest", "fastest"] = Field(
+        "cost", description="cost: lowest Lambda cost per 1M requests; smallest: file size; fastest: p50 latency")
     size: Literal["raw", "gzip"] = Field("gzip", description="which size 'smallest' compares")
+    max_p50_ms: float | None = Field(None, gt=0, description="latency limit (ms): on Lambda, at the chosen memory")
+    edge: Literal["latency", "flash"] = Field("latency", description="what an edge box's variant minimises")
+    prices: PricesSection = Field(default_factory=PricesSection)
 
 
 class PackageSection(_Section):

@@ -47,6 +47,9 @@ class MetricSource(str, Enum):
 
 
 class Objective(str, Enum):
+    """What the gate minimises among passing variants: Lambda cost per 1M requests (the default), file size, p50."""
+
+    COST = "cost"
     SMALLEST = "smallest"
     FASTEST = "fastest"
 
@@ -128,9 +131,14 @@ class Selection:
     default: str | None = None
     fallback: list[str] = field(default_factory=list)  # formats where nothing passed and the float model ships
     unit: str = ""
+    # Written only when set (older selections have neither): per format, the Lambda configuration the gate priced
+    # ({"prices", "model", "formats": {fmt: {"variant", "memory_mb", "costs", "float_variant", "float_costs"}}}),
+    # and per format the variant an edge box runs (lowest latency, or size when flash matters).
+    lambda_choice: dict[str, Any] | None = None
+    edge: dict[str, str | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    KEYS = ("max_metric_drop", "objective", "size", "chosen", "default", "fallback", "unit")
+    KEYS = ("max_metric_drop", "objective", "size", "chosen", "default", "fallback", "unit", "lambda", "edge")
 
     def variant_for(self, fmt: str = "tflite") -> str | None:
         """The variant to ship for `fmt`: the gate's choice for it, else the default."""
@@ -143,12 +151,18 @@ class Selection:
                    objective=_enum(Objective, data.get("objective"), Objective.SMALLEST),
                    size=data.get("size") or "gzip", chosen=dict(chosen) if isinstance(chosen, dict) else {},
                    default=data.get("default"), fallback=list(data.get("fallback") or []),
-                   unit=data.get("unit") or "", extra=_split(data, cls.KEYS))
+                   unit=data.get("unit") or "", lambda_choice=data.get("lambda"), edge=data.get("edge"),
+                   extra=_split(data, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_metric_drop": self.max_metric_drop, "objective": self.objective.value, "size": self.size,
-                "chosen": dict(self.chosen), "default": self.default, "fallback": list(self.fallback),
-                "unit": self.unit, **self.extra}
+        out = {"max_metric_drop": self.max_metric_drop, "objective": self.objective.value, "size": self.size,
+               "chosen": dict(self.chosen), "default": self.default, "fallback": list(self.fallback),
+               "unit": self.unit}
+        if self.lambda_choice is not None:
+            out["lambda"] = self.lambda_choice
+        if self.edge is not None:
+            out["edge"] = dict(self.edge)
+        return {**out, **self.extra}
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgemaas import reuse
 from edgemaas.compress.records import (MetricSource, Objective, Reference, ReportCard, Selection, VariantResult,
                                        VariantStatus, save_selection)
 from edgemaas.fsutil import atomic_dir, atomic_path, is_temporary
+from edgemaas.compress.cost import LambdaCost, Prices, cost_model_text, format_dollars, lambda_costs, load_prices
 from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from edgemaas.isolate import run_isolated
 from edgemaas.compress.passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
@@ -377,36 +379,116 @@ def _size_ratios(rows: list[VariantResult]) -> None:
             row.gzip_ratio = row.gzip_bytes / ref.gzip_bytes
 
 
-def gate_variants(rows: list[VariantResult], gate: GateSection, task: str, labelled: bool,
-                  root: str) -> Selection:
-    """Per output format, the best variant within the metric budget; rejected ones keep the reason. Sets each
-    measured row's status to passed, chosen or rejected."""
+FLOAT_VARIANTS = ("{fmt}-float32", "{fmt}-original")
+
+
+def gate_variants(rows: list[VariantResult], gate: GateSection, task: str, labelled: bool, root: str,
+                  prices: Prices | None = None) -> Selection:
+    """Per output format, the best variant within the metric budget (and the latency limit); every row that did not
+    ship says why. Sets each measured row's status to passed, chosen or rejected.
+
+    Objectives: `cost` (lowest Lambda cost per 1M requests at its cheapest memory; ties to the smaller file),
+    `fastest` (p50), `smallest` (file size). Unless the objective is `smallest`, a variant slower than its format's
+    float32 model never ships: compressing is meant to make inference cheaper."""
+    prices = prices or load_prices(gate.prices.model_dump(exclude_none=True))
+    objective = Objective(gate.objective)
     unit = _unit(PRIMARY[task][0] if labelled else ("agreement" if task == "classification" else "output_rmse"))
-    key = "latency_p50_ms" if gate.objective == "fastest" else ("gzip_bytes" if gate.size == "gzip" else "size_bytes")
+    size_key = "gzip_bytes" if gate.size == "gzip" else "size_bytes"
     chosen: dict[str, str | None] = {}
+    edge: dict[str, str | None] = {}
+    priced: dict[str, Any] = {}
     fallback = []
     for fmt in sorted({r.format for r in rows if r.format in ("tflite", "onnx")}):
         measured = [r for r in rows if r.format == fmt and r.status is VariantStatus.MEASURED]
+        float_row = next((r for r in measured if r.variant in [f.format(fmt=fmt) for f in FLOAT_VARIANTS]), None)
+        costs = {r.variant: _price_row(r, prices, gate.max_p50_ms if objective is Objective.COST else None)
+                 for r in measured}
         passing = []
         for row in measured:
-            if row.metric_drop <= gate.max_metric_drop:
+            why = _rejection(row, float_row, costs[row.variant], gate, objective, unit)
+            if why:
+                row.status, row.reason = VariantStatus.REJECTED, why
+            else:
                 row.status = VariantStatus.PASSED
                 passing.append(row)
-            else:
-                row.status = VariantStatus.REJECTED
-                row.reason = (f"metric drop {row.metric_drop:.2f} {unit} exceeds the budget of "
-                              f"{gate.max_metric_drop} {unit}")
+
+        def rank(row: VariantResult, by: Objective) -> tuple:
+            size = getattr(row, size_key) or 0
+            if by is Objective.COST:
+                best = costs[row.variant].get("x86_64")
+                return (round(best.cost_per_million, 9) if best else math.inf, size, row.variant)
+            if by is Objective.FASTEST:
+                return (row.latency_p50_ms if row.latency_p50_ms is not None else math.inf, size, row.variant)
+            return (size, row.variant)
+
         if passing:
-            best = min(passing, key=lambda r: (getattr(r, key), r.variant))
+            best = min(passing, key=lambda r: rank(r, objective))
             best.status = VariantStatus.CHOSEN
             chosen[fmt] = best.variant
+            for row in passing:
+                if row is not best:
+                    row.reason = _lost(row, best, objective, costs, size_key)
+            at_edge = Objective.SMALLEST if gate.edge == "flash" else Objective.FASTEST
+            edge[fmt] = min(passing, key=lambda r: rank(r, at_edge)).variant
         else:
-            floats = [r for r in measured if r.variant in (f"{fmt}-float32", f"{fmt}-original")]
-            chosen[fmt] = floats[0].variant if floats else None
+            chosen[fmt] = float_row.variant if float_row else None
+            edge[fmt] = chosen[fmt]
             fallback.append(fmt)
+        shipped = chosen[fmt]
+        if shipped and costs.get(shipped, {}).get("x86_64"):
+            priced[fmt] = {"variant": shipped, "memory_mb": costs[shipped]["x86_64"].memory_mb,
+                           "costs": {a: c.to_dict() for a, c in costs[shipped].items() if c},
+                           "float_variant": float_row.variant if float_row else None,
+                           "float_costs": {a: c.to_dict() for a, c in costs.get(
+                               float_row.variant if float_row else "", {}).items() if c}}
     default = chosen.get("tflite") or chosen.get("onnx")
-    return Selection(max_metric_drop=gate.max_metric_drop, objective=Objective(gate.objective), size=gate.size,
-                     chosen=chosen, default=default, fallback=fallback, unit=unit)
+    pricing = {"prices": prices.to_dict(), "model": cost_model_text(prices), "formats": priced} if priced else None
+    return Selection(max_metric_drop=gate.max_metric_drop, objective=objective, size=gate.size,
+                     chosen=chosen, default=default, fallback=fallback, unit=unit, lambda_choice=pricing, edge=edge)
+
+
+def _price_row(row: VariantResult, prices: Prices, max_duration_ms: float | None) -> dict[str, LambdaCost | None]:
+    """The row's cheapest Lambda configuration per architecture, also recorded on the row (extra["lambda"])."""
+    latency = row.extra.get("latency") or {}
+    costs = lambda_costs(row.latency_p50_ms, latency.get("peak_rss_mb"), prices, max_duration_ms)
+    if costs:
+        row.extra["lambda"] = {arch: (c.to_dict() if c else None) for arch, c in costs.items()}
+    return costs
+
+
+def _rejection(row: VariantResult, float_row: VariantResult | None, costs: dict[str, LambdaCost | None],
+               gate: GateSection, objective: Objective, unit: str) -> str:
+    """Why the row cannot ship ("" when it can)."""
+    if row.metric_drop is None or not row.metric_drop <= gate.max_metric_drop:
+        return f"metric drop {row.metric_drop:.2f} {unit} exceeds the budget of {gate.max_metric_drop} {unit}" \
+            if row.metric_drop is not None else "no metric was measured"
+    p50 = row.latency_p50_ms
+    if objective is not Objective.SMALLEST and row is not float_row and float_row is not None \
+            and p50 is not None and float_row.latency_p50_ms is not None and p50 > float_row.latency_p50_ms:
+        return (f"slower than {float_row.variant} ({p50:.3g} ms vs {float_row.latency_p50_ms:.3g} ms p50): "
+                f"it would make inference dearer, not cheaper")
+    if gate.max_p50_ms is not None and p50 is not None:
+        if objective is Objective.COST and costs and not any(costs.values()):
+            return f"p50 {p50:.3g} ms: no Lambda memory size brings it within max_p50_ms {gate.max_p50_ms:g}"
+        if objective is not Objective.COST and p50 > gate.max_p50_ms:
+            return f"p50 {p50:.3g} ms exceeds max_p50_ms {gate.max_p50_ms:g}"
+    return ""
+
+
+def _lost(row: VariantResult, best: VariantResult, objective: Objective, costs: dict[str, dict],
+          size_key: str) -> str:
+    """Why a passing row was not chosen, in the objective's terms."""
+    if objective is Objective.COST:
+        mine, theirs = costs[row.variant].get("x86_64"), costs[best.variant].get("x86_64")
+        if mine and theirs:
+            if round(mine.cost_per_million, 9) == round(theirs.cost_per_million, 9):
+                return f"costs the same as {best.variant} per 1M requests; the smaller file wins the tie"
+            return (f"costs {format_dollars(mine.cost_per_million)} per 1M requests (x86_64, {mine.memory_mb} MB) "
+                    f"vs {format_dollars(theirs.cost_per_million)} for {best.variant}")
+        return "no latency measured, so it cannot be priced"
+    if objective is Objective.FASTEST:
+        return f"p50 {row.latency_p50_ms:.3g} ms vs {best.latency_p50_ms:.3g} ms for {best.variant}"
+    return f"{getattr(row, size_key)} bytes vs {getattr(best, size_key)} for {best.variant}"
 
 
 def choose(rows: list[dict[str, Any]], gate: GateSection, task: str, labelled: bool, root: str) -> dict[str, Any]:
@@ -415,6 +497,8 @@ def choose(rows: list[dict[str, Any]], gate: GateSection, task: str, labelled: b
     selection = gate_variants(typed, gate, task, labelled, root)
     for row, result in zip(rows, typed):
         row["status"], row["reason"] = result.status.value, result.reason
+        if "lambda" in result.extra:
+            row["lambda"] = result.extra["lambda"]
     return selection.to_dict()
 
 
