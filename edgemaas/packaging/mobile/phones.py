@@ -45,7 +45,7 @@ from edgemaas.fsutil import atomic_write_json, atomic_write_text
 from edgemaas.isolate import run_isolated
 from edgemaas.runtime import MANIFEST_NAME, Manifest, ModelLoadError, TensorSpec, read_manifest
 from edgemaas.runtime.manifest import read_verified_model, sha256_file
-from edgemaas.runtime.text import _TOKEN, OOV_ID, PAD_ID
+from edgemaas.runtime.text import OOV_ID, PAD_ID, TOKEN_PATTERN
 from edgemaas.packaging.common.templates import register_filters, render
 
 PLATFORMS = ("android", "ios")
@@ -521,7 +521,7 @@ def _metadata(reference: Manifest, models: dict[str, dict]) -> dict[str, Any]:
         step = dict(step)
         if step["kind"] == "text":
             step.setdefault("lowercase", True)
-            step["tokenizer"] = {"pattern": _TOKEN.pattern, "pad_id": PAD_ID, "oov_id": OOV_ID,
+            step["tokenizer"] = {"pattern": TOKEN_PATTERN.pattern, "pad_id": PAD_ID, "oov_id": OOV_ID,
                                  "rule": "lowercase if asked, take the pattern's matches in order, map each to its "
                                          "vocabulary index (oov_id if absent), truncate or right-pad with pad_id "
                                          "to max_length"}
@@ -598,7 +598,7 @@ def _snippet_context(reference: Manifest, model_file: str, entry: dict, metadata
         "labels": [str(label) for label in post.get("labels", [])],
         "names": [str(n) for n in post.get("names", ["value"])],
         "out_mean": _flat(post.get("mean", 0.0)), "out_std": _flat(post.get("std", 1.0)),
-        "has_text": any(i["kind"] == "text" for i in inputs), "token_pattern": _TOKEN.pattern,
+        "has_text": any(i["kind"] == "text" for i in inputs), "token_pattern": TOKEN_PATTERN.pattern,
         "pad_id": PAD_ID, "oov_id": OOV_ID, "session_options": entry.get("session_options", {}),
         "ort_version": _ort_version(), "held_out": entry.get("held_out", {}),
     }
