@@ -55,7 +55,7 @@ _KINDS = {400: "InvalidRequest", 404: "NotFound", 405: "MethodNotAllowed", 408: 
 _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _BLANK = (b"\r\n", b"\n")
 _READ_BUFFER = 1 << 16
-_HEAD_DRAIN = 1 << 18  # bytes read and dropped after a head over the limit
+_HEAD_DRAIN = 1 << 16  # bytes read and dropped after a head over the limit (a client just over it reads its 431)
 
 
 @dataclass
