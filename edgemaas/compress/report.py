@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from edgemaas.compress import report_extra
 from edgemaas.compress.records import NOT_SHIPPED, ReportCard, VariantResult, VariantStatus
 from edgemaas.errors import UserError
 from edgemaas.fsutil import atomic_write_many
@@ -224,6 +225,8 @@ def render_markdown(report: AnyReport) -> str:
                 lines.append(f"- `{row.variant}`:{_md_reason(str(note))}")
         lines.append("")
 
+    lines += report_extra.cost_markdown(card)
+    lines += report_extra.layers_markdown(card)
     lines += ["## Plots", "", f"![gzipped size vs {metric}]({SIZE_PLOT})", "", f"![p50 latency]({LATENCY_PLOT})", "",
               f"<sub>edgemaas {card.edgemaas_version or '?'}, {card.created or '?'}</sub>", ""]
     return "\n".join(lines)
@@ -492,9 +495,20 @@ def write_report(report: AnyReport, directory: Path) -> dict[str, Path]:
         "markdown": lambda p: p.write_text(render_markdown(card), encoding="utf-8"),
         "json": lambda p: p.write_text(text, encoding="utf-8"),
     }
+    # Present only when the card has their data (a priced gate, per-layer errors): older cards keep four files.
+    if report_extra.priced_rows(card):
+        targets = {"cost": directory / report_extra.COST_PLOT, **targets}
+        writers["cost"] = lambda p: report_extra.plot_cost(card, p)
+    if report_extra.layer_rows(card):
+        targets = {"layers": directory / report_extra.LAYERS_PLOT, **targets}
+        writers["layers"] = lambda p: report_extra.plot_layers(card, p)
     atomic_write_many({target: writers[key] for key, target in targets.items()})
-    return {"json": targets["json"], "markdown": targets["markdown"], "size_vs_metric": targets["size_vs_metric"],
-            "latency": targets["latency"]}
+    paths = {"json": targets["json"], "markdown": targets["markdown"], "size_vs_metric": targets["size_vs_metric"],
+             "latency": targets["latency"]}
+    for key in ("cost", "layers"):
+        if key in targets:
+            paths[key] = targets[key]
+    return paths
 
 
 def load_report(directory: Path) -> dict[str, Any]:

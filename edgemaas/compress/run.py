@@ -24,6 +24,7 @@ from edgemaas.compress.records import (MetricSource, Objective, Reference, Repor
                                        VariantStatus, save_selection)
 from edgemaas.fsutil import atomic_dir, atomic_path, is_temporary
 from edgemaas.compress.cost import LambdaCost, Prices, cost_model_text, format_dollars, lambda_costs, load_prices
+from edgemaas.compress.latency import LAMBDA_THREADS, measure as measure_latency
 from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from edgemaas.isolate import run_isolated
 from edgemaas.compress.passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
@@ -244,6 +245,7 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
                 row.notes.append("layers left alone by " + variant.parent + ": " +
                                  "; ".join(f"{k} ({v})" for k, v in skipped_layers.items()))
             rows.append(row)
+    machine = _time_variants(ws, name, rows, data, compress, report)
     for variant_name, reason in skipped.items():
         rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
                                   status=VariantStatus.SKIPPED, reason=reason))
@@ -257,7 +259,33 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
                             size_bytes=root_manifest.model.size_bytes, gzip_bytes=_gzip_size(root_dir, root_manifest)),
         gate=selection, variants=rows,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
+        extra={"machine": machine} if machine else {},
     )
+
+
+def _time_variants(ws: Workspace, name: str, rows: list[VariantResult], data: DataFiles, compress: CompressSection,
+                   report: Report) -> dict[str, Any] | None:
+    """Replace each measured row's in-process p50 by one measured in fresh, interleaved processes with a Lambda
+    function's threads (edgemaas.compress.latency); returns the CPU that measured it."""
+    timed = {r.variant: ws.variant_dir(name, r.variant) for r in rows
+             if r.status is VariantStatus.MEASURED and r.measured}
+    if not timed:
+        return None
+    report(f"timing {len(timed)} variants (fresh processes, interleaved, {LAMBDA_THREADS} thread)")
+    measured = measure_latency(timed, data.parity, timeout=compress.timeout_s)
+    machine = None
+    for row in rows:
+        result = measured.get(row.variant)
+        if not result:
+            continue
+        if "error" in result:
+            row.notes.append(f"latency: timing in a fresh process failed ({result['error']}); p50 from the "
+                             "evaluation process")
+            continue
+        row.latency_p50_ms = result["p50_ms"]
+        machine = result.pop("cpu", None) or machine
+        row.extra["latency"] = result
+    return machine
 
 
 def _row(variant: Variant, status: VariantStatus, reason: str) -> VariantResult:
