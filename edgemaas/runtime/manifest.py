@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,15 @@ class Manifest:
     def save(self, directory: Path) -> Path:
         """Write manifest.json atomically (temporary name, then rename) so a crash never leaves half a file."""
         path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
+        # Named as edgemaas.fsutil names temporaries (.<name>.tmp.<pid>.<8 hex>), so its stale cleanup knows it;
+        # this module ships alone and cannot import fsutil.
+        tmp = path.with_name(f".{MANIFEST_NAME}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
 

@@ -199,11 +199,12 @@ class ServingModel:
                 for t, a in zip(self.tensor_outputs, outputs)}
 
 
-def _to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Real values -> the tensor's dtype (quantized when it is): what the runtime feeds the model."""
     return TensorCodec(spec).encode(array)
 
 
-def _from_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def from_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return TensorCodec(spec).decode(array)
 
 

@@ -6,7 +6,8 @@ import re
 
 PAD_ID = 0
 OOV_ID = 1
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+TOKEN_PATTERN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")  # the phone snippets tokenize with the same pattern
+_TOKEN = TOKEN_PATTERN
 
 
 def tokenize(text: str, lowercase: bool = True) -> list[str]:

@@ -6,7 +6,6 @@ own process), since the runtime carries no TensorFlow.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import zipfile
@@ -15,6 +14,7 @@ from typing import Any
 
 from edgemaas import __version__
 from edgemaas.errors import StageFailed, UserError
+from edgemaas.fsutil import atomic_dir
 from edgemaas.isolate import run_isolated
 from edgemaas.user_models.model_safety import check_model_code
 from edgemaas.packaging.common.secrets import check_no_secrets
@@ -76,36 +76,27 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
     fmt = detect_format(path)
     check_model_code(path, fmt, trust_code)
     name = name or model_name(path)
-    out = ws.variant_dir(name, "imported")
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if fmt in KERAS_FORMATS:
-        target = tmp / "model.tflite"
+    with atomic_dir(ws.variant_dir(name, "imported")) as tmp:  # nothing half-made is ever left behind
+        if fmt in KERAS_FORMATS:
+            target = tmp / "model.tflite"
+            try:
+                run_isolated(_keras_to_tflite_job, str(path), fmt, str(target), trust_code, timeout=timeout_s,
+                             log_path=tmp / "convert.log")
+            except StageFailed as exc:
+                raise UserError(f"{path}: could not convert this {fmt} model to TFLite: {exc}") from None
+            variant, pass_name = "tflite-float32", f"import-{fmt}"
+        else:
+            target = tmp / f"model.{fmt}"
+            shutil.copyfile(path, target)
+            variant, pass_name = f"{fmt}-imported", "import"
         try:
-            run_isolated(_keras_to_tflite_job, str(path), fmt, str(target), trust_code, timeout=timeout_s,
-                         log_path=tmp / "convert.log")
-        except StageFailed as exc:
-            raise UserError(f"{path}: could not convert this {fmt} model to TFLite: {exc}") from None
-        variant, pass_name = "tflite-float32", f"import-{fmt}"
-    else:
-        target = tmp / f"model.{fmt}"
-        shutil.copyfile(path, target)
-        variant, pass_name = f"{fmt}-imported", "import"
-    try:
-        shell = _shell_manifest(name, target, labels, path)
-        manifest = variant_manifest(shell, target, variant, {"pass": pass_name, "source": str(path),
-                                                             "source_format": fmt, **_trust(trust_code)})
-    except ModelLoadError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
-    except UserError:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-made stays behind
-        raise
-    manifest.provenance.pop("parent", None)
-    manifest.save(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+            shell = _shell_manifest(name, target, labels, path)
+            manifest = variant_manifest(shell, target, variant, {"pass": pass_name, "source": str(path),
+                                                                 "source_format": fmt, **_trust(trust_code)})
+        except ModelLoadError as exc:
+            raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
+        manifest.provenance.pop("parent", None)
+        manifest.save(tmp)
     return manifest
 
 
@@ -200,10 +191,14 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
     check_model_code(path, fmt, trust_code)
     name = name or model_name(path)
     root = ROOTS[fmt]
-    out = ws.variant_dir(name, root)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with atomic_dir(ws.variant_dir(name, root)) as tmp:
+        manifest = _fill_root(path, fmt, name, root, tmp, labels, timeout_s, trust_code)
+    return root, manifest
+
+
+def _fill_root(path: Path, fmt: str, name: str, root: str, tmp: Path, labels: list[str] | None, timeout_s: float,
+               trust_code: bool) -> Manifest:
+    """The root variant's files and manifest, written into the staging folder `tmp`."""
     if fmt == "savedmodel":
         target = tmp / "model"
         check_no_secrets({f.relative_to(path).as_posix(): f for f in sorted(path.rglob("*")) if f.is_file()},
@@ -223,11 +218,7 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
     try:
         shell = _shell_manifest(name, probe, labels, path)
     except ModelLoadError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"{path}: the runtime cannot load this model: {exc}") from None
-    except UserError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if probe != target:
         probe.unlink()
     manifest = Manifest(
@@ -239,9 +230,7 @@ def import_root(path: Path, ws: Workspace, name: str | None = None, labels: list
                     "source_format": fmt, **_trust(trust_code)},
         request_forms=shell.request_forms, signature_key=shell.signature_key, model_metadata=shell.model_metadata)
     manifest.save(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return root, manifest
+    return manifest
 
 
 def _trust(trust_code: bool) -> dict[str, bool]:

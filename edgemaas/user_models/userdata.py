@@ -6,12 +6,12 @@ Every mistake names the file, what it holds and what the model expects.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from edgemaas.errors import UserError
+from edgemaas.fsutil import atomic_path
 from edgemaas.runtime import Manifest
 from edgemaas.workspace import Workspace
 
@@ -109,10 +109,8 @@ def dataset_for_model(manifest: Manifest, ws: Workspace, calibration: Path | Non
         source = evaluation or calibration
         description = f"{source} ({len(arrays['x_test'])} samples, no labels: agreement with the original model)"
     path = ws.data_file(manifest.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".data.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # numpy insists on the .npz suffix
+        np.savez_compressed(tmp, **arrays)
     return path, description
 
 

@@ -338,7 +338,7 @@ def test_real_tflite_micro_runs_the_array_in_the_estimated_arena(packages: dict[
         from tflite_micro.python.tflite_micro import runtime as tflm
     except ImportError:
         pytest.fail("TensorFlow Lite Micro's Python interpreter is needed: pip install tflite-micro")
-    from edgemaas.runtime.model import _to_tensor
+    from edgemaas.runtime.model import to_tensor as _to_tensor
 
     package = packages[name]
     content = (out(package) / "model.tflite").read_bytes()

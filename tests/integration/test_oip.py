@@ -40,7 +40,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"vad": vad_onnx(root / "vad.onnx"), "detector": detector_onnx(root / "detector.onnx")}
 
 
-def _serve(model_dir: Path, log_path: Path) -> Iterator[int]:
+def serve_model(model_dir: Path, log_path: Path) -> Iterator[int]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "edgemaas.edge_entry", "--model-dir", str(model_dir),
                                     "serve", "--port", "0", *SERVE_LIMITS], cwd=REPO, stdout=log,
@@ -60,7 +60,7 @@ def _serve(model_dir: Path, log_path: Path) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def clients(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     ws = Workspace(tmp_path_factory.mktemp("ws"))
-    servers = {name: _serve(ws.variant_dir(import_model(path, ws).name, "imported"),
+    servers = {name: serve_model(ws.variant_dir(import_model(path, ws).name, "imported"),
                             tmp_path_factory.mktemp("logs") / f"{name}.log") for name, path in files.items()}
     ports = {name: next(server) for name, server in servers.items()}
     try:

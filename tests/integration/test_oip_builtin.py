@@ -13,7 +13,7 @@ from edgemaas.pipeline import chosen_variant
 from edgemaas.runtime import load_model
 from edgemaas.workspace import Workspace
 from tests.functional.test_handler import CONTEXT, IMAGE, load_handler
-from tests.integration.test_oip import _serve, triton
+from tests.integration.test_oip import serve_model, triton
 
 pytestmark = pytest.mark.models("cnn")
 
@@ -23,7 +23,7 @@ def test_cnn_over_oip_equals_its_batch_form(trained: Workspace, tmp_path: Path) 
     model = load_model(variant)
     image = model.prepare([IMAGE, IMAGE[::-1]])[0]  # the batch form's preprocessing, done here
     expected = model.infer([image])[0]
-    server = _serve(variant, tmp_path / "serve.log")
+    server = serve_model(variant, tmp_path / "serve.log")
     port = next(server)
     try:
         client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
