@@ -22,12 +22,13 @@ from edgemaas.errors import StageFailed
 from edgemaas import reuse
 from edgemaas.compress.records import (MetricSource, Objective, Reference, ReportCard, Selection, VariantResult,
                                        VariantStatus, save_selection)
-from edgemaas.fsutil import atomic_dir, atomic_path, is_temporary
+from edgemaas.fsutil import atomic_dir, atomic_path, atomic_write_json, is_temporary
 from edgemaas.compress.cost import LambdaCost, Prices, cost_model_text, format_dollars, lambda_costs, load_prices
+from edgemaas.compress import debugger
 from edgemaas.compress.latency import LAMBDA_THREADS, measure as measure_latency
 from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from edgemaas.isolate import run_isolated
-from edgemaas.compress.passes import ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
+from edgemaas.compress.passes import KERAS_ROOT, ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
 from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, load_model, read_manifest
 from edgemaas.runtime.manifest import intact, sha256_file
 from edgemaas.runtime.processing import InputProcessor, OutputProcessor
@@ -37,6 +38,8 @@ from edgemaas.workspace import Workspace
 
 Report = Callable[[str], None]
 PARITY_SAMPLES = 100
+LAYERS_FILE = "layers.json"
+MIXED_TFLITE = "tflite-int8-mixed"
 
 
 @dataclass
@@ -245,6 +248,9 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
                 row.notes.append("layers left alone by " + variant.parent + ": " +
                                  "; ".join(f"{k} ({v})" for k, v in skipped_layers.items()))
             rows.append(row)
+    _debug_layers(ws, name, rows, variants, manifests, data, compress, report)
+    _repair(ws, rows, manifests, root_manifest, data, reference, reference_metric, compress, gate, stamp, force,
+            report)
     machine = _time_variants(ws, name, rows, data, compress, report)
     for variant_name, reason in skipped.items():
         rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
@@ -261,6 +267,93 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
         extra={"machine": machine} if machine else {},
     )
+
+
+def _debug_layers(ws: Workspace, name: str, rows: list[VariantResult], variants: list[Variant],
+                  manifests: dict[str, Manifest], data: DataFiles, compress: CompressSection, report: Report) -> None:
+    """Per-layer error of every full-int8 TFLite variant made from a Keras model (edgemaas.compress.debugger), kept
+    beside the variant (layers.json) and reused while the variant is unchanged."""
+    by_name = {v.name: v for v in variants}
+    for row in rows:
+        variant = by_name.get(row.variant)
+        if variant is None or row.status is not VariantStatus.MEASURED or variant.format != "tflite" \
+                or variant.settings.get("mode") != "int8" or variant.parent == "keras-qat" \
+                or manifests[variant.parent].model.format not in ("keras", "h5"):
+            continue
+        out = ws.variant_dir(name, row.variant) / LAYERS_FILE
+        stamp = manifests[row.variant].provenance.get("fingerprint")
+        cached = _read_json(out)
+        if cached and cached.get("fingerprint") == stamp:
+            row.extra["layers"] = cached["result"]
+            continue
+        report(f"{row.variant}: per-layer quantization error")
+        parent = ws.variant_dir(name, variant.parent) / manifests[variant.parent].model.file
+        try:
+            result = run_isolated(debugger.tflite_layer_errors, str(parent), str(data.representative),
+                                  timeout=compress.timeout_s, log_path=out.with_suffix(".log"))
+        except StageFailed as exc:
+            row.notes.append(f"per-layer debugging failed: {_first_lines(str(exc))}")
+            continue
+        row.extra["layers"] = result
+        atomic_write_json(out, {"fingerprint": stamp, "result": result})
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _repair(ws: Workspace, rows: list[VariantResult], manifests: dict[str, Manifest], root: Manifest,
+            data: DataFiles, reference: dict[str, Any], reference_metric: dict[str, Any], compress: CompressSection,
+            gate: GateSection, stamp: str, force: bool, report: Report) -> None:
+    """When full int8 fails the metric budget, keep its worst layers in float (1, 2, 4, ... of them, worst first)
+    until the result passes, or is no longer smaller than the best passing float TFLite model. The last attempt
+    becomes the row `tflite-int8-mixed` (its notes list every attempt)."""
+    broken = next((r for r in rows if r.variant == "tflite-int8" and r.status is VariantStatus.MEASURED), None)
+    if broken is None or broken.metric_drop is None or broken.metric_drop <= gate.max_metric_drop:
+        return
+    ranked = sorted((entry for entry in (broken.extra.get("layers") or {}).get("layers", [])
+                     if math.isfinite(entry.get("error", math.nan))), key=lambda e: -e["error"])
+    if not ranked:
+        return
+    floats = [r.size_bytes for r in rows if r.variant in ("tflite-float32", "tflite-float16")
+              and r.status is VariantStatus.MEASURED and r.metric_drop is not None
+              and r.metric_drop <= gate.max_metric_drop and r.size_bytes]
+    limit = min(floats) if floats else None
+    attempts: list[str] = []
+    count, mixed = 1, None
+    while count <= len(ranked):
+        keep = ranked[:count]
+        names = [entry["layer"] for entry in keep]
+        variant = Variant(MIXED_TFLITE, "tflite", broken.parent or KERAS_ROOT, debugger.convert_mixed,
+                          "model.tflite", ("representative",),
+                          {"keep_float": names, "tensors": [t for entry in keep for t in entry["tensors"]]})
+        report(f"{MIXED_TFLITE}: int8 with {', '.join(names)} in float")
+        try:
+            manifest = _make_variant(ws, variant, manifests, root, data, reference, reference_metric, compress,
+                                     stamp, force)
+        except StageFailed as exc:
+            attempts.append(f"{len(names)} in float: failed ({_first_lines(str(exc), 1)})")
+            break
+        mixed = _measured_row(variant, manifest, root.task, reference_metric, data.labelled_eval)
+        mixed.extra["kept_float"] = names
+        attempts.append(f"{len(names)} in float: drop {mixed.metric_drop:.2f}, {mixed.size_bytes} bytes")
+        if mixed.metric_drop <= gate.max_metric_drop:
+            break
+        if limit is not None and mixed.size_bytes >= limit:
+            attempts.append(f"stopped: no longer smaller than the best passing float model ({limit} bytes)")
+            break
+        count = len(ranked) if count * 2 > len(ranked) > count else count * 2
+    if mixed is None:
+        broken.notes.append("selective precision failed: " + "; ".join(attempts))
+        return
+    manifests[MIXED_TFLITE] = manifest
+    mixed.notes.append(f"repairs tflite-int8 (drop {broken.metric_drop:.2f}) by keeping in float: "
+                       + ", ".join(mixed.extra["kept_float"]) + "; attempts: " + "; ".join(attempts))
+    rows.append(mixed)
 
 
 def _time_variants(ws: Workspace, name: str, rows: list[VariantResult], data: DataFiles, compress: CompressSection,
@@ -389,6 +482,8 @@ def _job_args(variant: Variant, source: Path, parent: Manifest, out: Path, data:
         return (str(source), source_format, str(out), settings["opset"], str(data.parity), 1e-3)
     if variant.job is onnx_passes.quantize_static:
         return (str(source), str(out), str(data.representative), settings["method"], settings["per_channel"])
+    if variant.job is debugger.convert_mixed:
+        return (str(source), str(out), str(data.representative), settings["keep_float"], settings["tensors"])
     if variant.job is onnx_passes.quantize_dynamic:
         return (str(source), str(out), settings["per_channel"])
     return (str(source), str(out))

@@ -67,15 +67,13 @@ def _converter(model: Any, frozen_batch: bool) -> Any:
     return tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
 
 
-def convert_keras(source_path: str, out_path: str, mode: str, representative_path: str | None = None) -> dict:
-    """Convert a Keras model file to TFLite in `mode`; write out_path atomically; return notes."""
-    from edgemaas.tf import tensorflow
+def keras_converter(source_path: str, mode: str, notes: dict[str, Any]) -> tuple[Any, bool]:
+    """A TFLite converter for the Keras file (or SavedModel folder) at source_path, its recurrent layers rolled or
+    unrolled as `mode` needs; returns it and whether the batch was frozen to 1. Fills `notes`."""
     from edgemaas.compress.passes.tfmot_passes import load_keras
+    from edgemaas.tf import tensorflow
 
-    if mode not in MODES:
-        raise ValueError(f"unknown TFLite mode {mode!r}; expected one of {', '.join(MODES)}")
     tf = tensorflow()
-    notes: dict[str, Any] = {"mode": mode}
     if Path(source_path).is_dir():  # a SavedModel
         model, recurrent = None, []
     else:
@@ -91,9 +89,21 @@ def convert_keras(source_path: str, out_path: str, mode: str, representative_pat
             model, notes["recurrent"] = with_unroll(model, False), "rolled (one copy of the weights)"
         frozen_batch = not integer  # a rolled loop converts only from a frozen, fixed-batch function
         notes["fixed_batch"] = 1 if frozen_batch else None
-
     converter = tf.lite.TFLiteConverter.from_saved_model(source_path) if model is None else \
         _converter(model, frozen_batch)
+    return converter, frozen_batch
+
+
+def convert_keras(source_path: str, out_path: str, mode: str, representative_path: str | None = None) -> dict:
+    """Convert a Keras model file to TFLite in `mode`; write out_path atomically; return notes."""
+    from edgemaas.tf import tensorflow
+
+    if mode not in MODES:
+        raise ValueError(f"unknown TFLite mode {mode!r}; expected one of {', '.join(MODES)}")
+    tf = tensorflow()
+    notes: dict[str, Any] = {"mode": mode}
+    integer = mode in ("int8", "int16x8")
+    converter, frozen_batch = keras_converter(source_path, mode, notes)
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
