@@ -6,6 +6,7 @@ a target that does not take it is a usage error that names the targets it applie
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -33,12 +34,20 @@ def _with_target_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @_with_target_options
 @click.option("--name", help="Name for a model file you bring (default: from the file name).")
 @click.option("--labels", help="Comma-separated class labels for a classifier file you bring.")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=D1,D2,...",
+              help="A model file you bring whose shapes are open: the concrete shape of one input for the "
+                   "package-time smoke test (repeatable), e.g. images=1,3,160,256; dynamic dimensions not given are "
+                   "set to 1.")
+@click.option("--example-input", type=click.Path(dir_okay=False, path_type=Path),
+              help="A model file you bring: a .npz with one array per input, keyed by the input's name, for the "
+                   "package-time smoke test.")
 @click.option("--trust-model-code", is_flag=True,
               help="Load a Keras file you bring even though it stores Python code (Lambda layers), which runs when "
                    "it loads. Only for files from a source you trust.")
 @handle_errors
 def package(target: str, kind: str, variant: str | None, name: str | None, labels: str | None,
-            trust_model_code: bool, **options: Any) -> None:
+            input_shape: tuple[str, ...], example_input: Path | None, trust_model_code: bool,
+            **options: Any) -> None:
     """Package TARGET (a spec, a built-in model name, or a model file) for where it will run.
 
     \b
@@ -52,13 +61,15 @@ def package(target: str, kind: str, variant: str | None, name: str | None, label
       edgemaas package cnn --target mcu
       edgemaas package nlp --target android
     """
+    from edgemaas.user_models.smoke import parse_input_shapes
+
     chosen = TARGETS[kind]
     _check_python_version(chosen, options.get("python_version"))
     _refuse_foreign_options(chosen)
     own = {option.name for option in chosen.options}
     request = PackageRequest(target, workspace(), variant, name, labels.split(",") if labels else None,
                              trust_model_code, {k: v for k, v in options.items() if k in own},
-                             status_printer("package"))
+                             status_printer("package"), parse_input_shapes(input_shape), example_input)
     for line in chosen.package(request):
         console.print(line)
 

@@ -43,12 +43,22 @@ class Source:
 
 
 def resolve_source(target: str, ws: Workspace, variant: str | None = None, name: str | None = None,
-                   labels: list[str] | None = None, report: Report = quiet, trust_code: bool = False) -> Source:
+                   labels: list[str] | None = None, report: Report = quiet, trust_code: bool = False,
+                   input_shapes: dict[str, list[int]] | None = None, example_input: Path | None = None) -> Source:
     spec = resolve_spec(target)
     if spec is None:
+        from edgemaas.user_models.smoke import smoke_imported
+
         report("importing model file")
         manifest = import_model(Path(target), ws, name=name, labels=labels, trust_code=trust_code)
-        return Source(manifest.name, None, ws.variant_dir(manifest.name, "imported"))
+        imported = ws.variant_dir(manifest.name, "imported")
+        report("smoke-testing every output")
+        for line in smoke_imported(imported, input_shapes, example_input):
+            report(line)
+        return Source(manifest.name, None, imported)
+    if input_shapes or example_input:
+        raise UserError(f"--input-shape and --example-input are for a model file you bring; {target} is a spec "
+                        "whose shapes are fixed")
     if variant is None and not ws.selection_file(spec.name).exists():
         compress_spec(spec, ws, report=report)
     return Source(spec.name, spec)
@@ -56,7 +66,7 @@ def resolve_source(target: str, ws: Workspace, variant: str | None = None, name:
 
 def source_of(request: PackageRequest) -> Source:
     return resolve_source(request.target, request.ws, request.variant, request.name, request.labels, request.report,
-                          request.trust_code)
+                          request.trust_code, request.input_shapes, request.example_input)
 
 
 def serving_variant(source: Source, ws: Workspace, variant: str | None = None, runtime: str | None = None,

@@ -75,6 +75,10 @@ class PackageRequest:
     trust_code: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     report: Report = quiet
+    # A model file the user brings: concrete shapes for its package-time smoke test (--input-shape NAME=D1,D2,...,
+    # --example-input FILE.npz); dynamic dimensions not given are set to 1.
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    example_input: Path | None = None
 
 
 @dataclass

@@ -88,3 +88,28 @@ def test_bad_shapes_are_refused_with_the_reason(imported: dict[str, Path], value
     with pytest.raises(UserError) as caught:
         smoke_request(read_manifest(imported["detector"]), parse_input_shapes(values))
     assert message in str(caught.value)
+
+
+def test_package_command_smoke_tests_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from edgemaas.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    frames = frames_onnx(tmp_path / "frames.onnx")
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["package", str(frames), "--target", "edge"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "Error: the package-time smoke test failed: inputs: the model cannot run on these shapes (audio [1, 1])" \
+        in " ".join(refused.output.split())
+    assert not list((tmp_path / "dist").glob("frames/edge/*.tar.gz"))  # nothing shipped untested
+    done = runner.invoke(cli, ["package", str(frames), "--target", "edge", "--input-shape", "audio=2,400"])
+    assert done.exit_code == 0, done.output
+    assert "smoke test: 1 output(s): energy [200] float32" in done.output
+    example = tmp_path / "example.npz"
+    np.savez(example, audio=np.ones((1, 8), np.float32))
+    done = runner.invoke(cli, ["package", str(frames), "--target", "edge", "--example-input", str(example)])
+    assert done.exit_code == 0 and "energy [2] float32" in done.output, done.output
+    wrong = runner.invoke(cli, ["package", str(frames), "--target", "edge", "--input-shape", "audio=2,4,4"])
+    assert wrong.exit_code == 1
+    assert "Error: --input-shape audio: shape [2, 4, 4] has rank 3; the input is [batch, samples]" in wrong.output

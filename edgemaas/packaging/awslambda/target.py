@@ -49,9 +49,11 @@ OPTIONS = (
 def package_for_lambda(target: str, ws: Workspace, variant: str | None = None, python_version: str | None = None,
                        arch: str | None = None, name: str | None = None, labels: list[str] | None = None,
                        layout: str | None = None, runtime: str | None = None,
-                       report: Report = quiet, trust_code: bool = False) -> LambdaPackage:
+                       report: Report = quiet, trust_code: bool = False,
+                       input_shapes: dict[str, list[int]] | None = None,
+                       example_input: Path | None = None) -> LambdaPackage:
     """`edgemaas package` (--target lambda): a spec (compressed as needed) or a model file, to a Lambda zip."""
-    source = resolve_source(target, ws, variant, name, labels, report, trust_code)
+    source = resolve_source(target, ws, variant, name, labels, report, trust_code, input_shapes, example_input)
     source_dir, choice = serving_variant(source, ws, variant, runtime, report)
     memory_mb, timeout_s = 512, 30
     if source.spec is not None:
@@ -72,7 +74,8 @@ def package(request: PackageRequest) -> list[str]:
     options = request.options
     result = package_for_lambda(request.target, request.ws, request.variant, options.get("python_version"),
                                 options.get("arch"), request.name, request.labels, options.get("layout"),
-                                options.get("runtime"), request.report, request.trust_code)
+                                options.get("runtime"), request.report, request.trust_code, request.input_shapes,
+                                request.example_input)
     lines = []
     if result.runtime_choice:
         lines.append(f"runtime: {result.runtime_choice['why']}")
