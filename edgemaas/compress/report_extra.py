@@ -170,3 +170,25 @@ def plot_layers(card: ReportCard, path: Path) -> None:
         fig.savefig(path, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
+
+
+def layers_text(report: ReportCard, limit: int | None = None) -> str:
+    """`edgemaas report NAME --layers`: per int8 variant, every layer's added error, worst first, and what each
+    mixed variant kept in float. Plain text; an explanation when the card has no per-layer data."""
+    rows = layer_rows(report)
+    kept = [r for r in report.variants if r.extra.get("kept_float")]
+    if not rows and not kept:
+        return (f"{report.model}: no per-layer quantization data (only full-int8 TFLite variants made from a Keras "
+                "model have it; run `edgemaas compress` again to add it)")
+    lines = []
+    for row in rows:
+        info = row.extra["layers"]
+        ranked = sorted(info["layers"], key=lambda l: -_num(l.get("error")))
+        lines.append(f"{row.variant} ({row.status.value}): {info.get('metric', '?')}, {info.get('method', '?')}")
+        width = max(len(str(l["layer"])) for l in ranked)
+        for entry in ranked[:limit] if limit else ranked:
+            lines.append(f"  {str(entry['layer']).ljust(width)}  {str(entry.get('op', '')).ljust(16)}  "
+                         f"{_num(entry.get('error')):.4g}")
+    for row in kept:
+        lines.append(f"{row.variant} ({row.status.value}): kept in float: {', '.join(row.extra['kept_float'])}")
+    return "\n".join(lines)
