@@ -19,8 +19,12 @@ from edgemaas.fsutil import atomic_dir, atomic_write_json
 from edgemaas.resources import handler_file
 from edgemaas.isolate import run_isolated
 from edgemaas.runtime import MANIFEST_NAME, load_model, read_manifest
-from edgemaas.runtime.manifest import sha256_file
+from edgemaas.runtime.manifest import Manifest, sha256_file
+from edgemaas.compress.records import load_selection
 from edgemaas.packaging.common import dependencies
+from edgemaas.packaging.common.glibc import check_files
+from edgemaas.packaging.common.matrix import ELF_MACHINE, LAMBDA_OS, LAMBDA_PYTHONS, RuntimePlan, plan
+from edgemaas.packaging.awslambda.loadcheck import LoadCheck, check_with_runtime
 from edgemaas.packaging.awslambda.bytecode import compile_bytecode, target_python
 from edgemaas.packaging.common.secrets import check_no_secrets
 from edgemaas.packaging.common.archives import write_deterministic_zip
@@ -69,6 +73,10 @@ class LambdaPackage:
     model_sha256: str = ""
     warnings: list[str] = field(default_factory=list)
     runtime_choice: dict | None = None  # with --runtime auto: the measured choice, as recorded in the manifest
+    runtime_why: str = ""  # why these wheels for this Lambda runtime (edgemaas.packaging.common.matrix)
+    glibc: dict | None = None  # GlibcCheck.to_dict(): the package's ELF files against the runtime's glibc
+    load_check: dict | None = None  # LoadCheck.to_dict(): the model run with the shipped runtime release
+    fallback: str = ""  # why another format than the one asked for ships, when it does
 
     def save(self, path: Path) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "reused"}
@@ -76,7 +84,10 @@ class LambdaPackage:
 
 
 def default_python_version() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
+    """The running Python when Lambda has it as a runtime (so a local invoke runs the bytes that deploy), else the
+    newest Lambda runtime."""
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return running if running in LAMBDA_PYTHONS else LAMBDA_PYTHONS[-1]
 
 
 def layer_name(model_format: str, python_version: str, arch: str) -> str:
@@ -86,7 +97,7 @@ def layer_name(model_format: str, python_version: str, arch: str) -> str:
 
 def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version: str | None = None,
                    arch: str = "x86_64", layout: str = "zip", layers_dir: Path | None = None,
-                   memory_mb: int = 512, timeout_s: int = 30) -> LambdaPackage:
+                   memory_mb: int = 512, timeout_s: int = 30, fallback_reason: str = "") -> LambdaPackage:
     """Package the model variant in variant_dir for AWS Lambda, as `layout`:
 
     - zip: out_dir/function.zip with handler, runtime, model and the inference runtime's wheels;
@@ -94,12 +105,23 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     - image: out_dir/../lambda-image/, a container build context on the AWS Lambda Python base image;
     - auto: the first of zip, layer, image that fits Lambda's limits, saying why.
     A package whose inputs did not change is reused, not rebuilt.
+
+    The wheels are the ones `matrix.plan` picks for the Lambda runtime (their ELF files are checked against its
+    glibc); the model is loaded with that runtime release first. When the runtime has no wheel for the model's
+    format, or cannot load the model, the sibling variant of the other format ships instead, and the package says so.
     """
+    fallback = fallback_reason  # set when this call packages the alternative of another variant
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     python_version = python_version or default_python_version()
+    if python_version not in LAMBDA_OS:
+        raise UserError(f"Lambda has no python{python_version} runtime; give --python-version "
+                        f"{' | '.join(LAMBDA_PYTHONS)}")
     manifest = read_manifest(variant_dir)
-    requirements = dependencies.requirements_for(manifest.model.format)
+    runtime_plan = plan(python_version, arch, manifest.model.format)
+    if runtime_plan.ships != manifest.model.format:
+        variant_dir, manifest, fallback = _planned_alternative(variant_dir, runtime_plan)
+    requirements = list(runtime_plan.requirements)
     deps = dependencies.install(requirements, python_version, arch, cache)
     code = dict(_code_files())
     code[f"model/{manifest.model.file}"] = variant_dir / manifest.model.file
@@ -107,7 +129,13 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     runtime_files = dict(slim(tree(deps, "")))
     check_no_secrets(code)  # ours and the user's files, by name and content
     check_no_secrets(runtime_files, scan_contents=False)  # published wheels: names only
-    warnings = dependencies.glibc_warnings(deps, python_version)
+    glibc = check_files(((n, p) for n, p in runtime_files.items() if isinstance(p, Path)), runtime_plan.os.glibc,
+                        f"Lambda's python{python_version} {arch} runtime ({runtime_plan.os.name})")
+    if not glibc.ok:
+        raise UserError(f"{glibc.problem()}. {runtime_plan.why}")
+    if glibc.machines and glibc.machines != [ELF_MACHINE[arch]]:
+        raise UserError(f"the wheels for {arch} hold ELF files for {', '.join(glibc.machines)}")
+    warnings: list[str] = []
     python = target_python(python_version)
     if python is None:
         warnings.append(f"no Python {python_version} here to precompile bytecode: the function will compile every "
@@ -126,7 +154,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
                         "tflite-int8) or a container image (--layout image).")
 
     runtime_hash = input_hash(runtime_files)  # hashed once: the wheels are most of the bytes
-    inputs = input_hash(code, runtime_hash, layout, python_version, arch, memory_mb, timeout_s)
+    inputs = input_hash(code, runtime_hash, layout, python_version, arch, memory_mb, timeout_s, fallback)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "package.json"
     previous = previous_record(record_path, LambdaPackage, inputs, _intact)
@@ -134,10 +162,20 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
         return previous
 
     check_loadable(variant_dir)
+    load = check_with_runtime(variant_dir, requirements, python_version, arch, cache, shipped_deps=deps)
+    if not load.ok:
+        if fallback:
+            raise UserError(f"{fallback}; and {variant_dir.name} cannot load either: "
+                            f"{load.op_problem() or load.error}")
+        alternative, why = _loadable_alternative(variant_dir, manifest.model.format, load, requirements)
+        return package_lambda(alternative, out_dir, cache, python_version, arch, layout if not reason else "auto",
+                              layers_dir, memory_mb, timeout_s, fallback_reason=why)
     common = dict(handler=HANDLER, python_version=python_version, arch=arch, model=manifest.name,
                   variant=manifest.variant, model_format=manifest.model.format, requirements=requirements,
                   layout=layout, input_hash=inputs, layout_reason=reason, memory_mb=memory_mb,
-                  timeout_s=timeout_s, model_sha256=manifest.model.sha256, warnings=warnings)
+                  timeout_s=timeout_s, model_sha256=manifest.model.sha256,
+                  warnings=warnings + ([fallback] if fallback else []), runtime_why=runtime_plan.why,
+                  glibc=glibc.to_dict(), load_check=load.to_dict(), fallback=fallback)
     if layout == "image":
         from edgemaas.packaging.awslambda.image import write_image_context
 
@@ -275,3 +313,48 @@ def _code_files() -> Iterator[tuple[str, Path | bytes]]:
     yield "edgemaas/__init__.py", RUNTIME_PACKAGE_INIT.encode()
     runtime_dir = Path(str(resources.files("edgemaas.runtime")))
     yield from tree(runtime_dir, "edgemaas/runtime/")
+
+
+def _other(model_format: str) -> str:
+    return "onnx" if model_format == "tflite" else "tflite"
+
+
+def alternative_variant(variant_dir: Path, model_format: str) -> Path | None:
+    """The sibling variant of `model_format` to ship instead: the gate's choice for that format, else its float32."""
+    root = variant_dir.parent
+    selection = load_selection(root / "selection.json")
+    names = [selection.chosen.get(model_format)] if selection else []
+    names += [f"{model_format}-float32", *sorted(p.name for p in root.glob(f"{model_format}-*"))]
+    for name in names:
+        if name and (root / name / MANIFEST_NAME).exists() and \
+                read_manifest(root / name).model.format == model_format:
+            return root / name
+    return None
+
+
+def _planned_alternative(variant_dir: Path, runtime_plan: RuntimePlan) -> tuple[Path, Manifest, str]:
+    """The variant of the format the runtime plan ships, when the model's own format has no runtime there."""
+    target = f"Lambda python{runtime_plan.python} {runtime_plan.arch}"
+    found = alternative_variant(variant_dir, runtime_plan.ships) if runtime_plan.ships else None
+    if found is None:
+        other = _other(runtime_plan.wanted)
+        raise UserError(f"{variant_dir.name} cannot ship to {target}: {runtime_plan.why}. "
+                        + (f"No {other} variant was built beside it to ship instead; " if runtime_plan.ships else "")
+                        + "package with --python-version 3.12 or later (Amazon Linux 2023) or --arch x86_64")
+    note = (f"{variant_dir.name} not shipped: {runtime_plan.why.split('; ships')[0]}; shipping {found.name} "
+            f"({', '.join(runtime_plan.requirements)}) instead")
+    return found, read_manifest(found), note
+
+
+def _loadable_alternative(variant_dir: Path, model_format: str, load: LoadCheck,
+                          requirements: list[str]) -> tuple[Path, str]:
+    """The other format's variant when the shipped runtime release cannot load this one; refuse when none."""
+    runtime = next((r for r in requirements if not r.startswith("numpy")), requirements[-1])
+    problem = load.op_problem()
+    reason = (f"{runtime} cannot load {variant_dir.name}" +
+              (f": it does not know op {problem}" if problem else f": {load.error}"))
+    found = alternative_variant(variant_dir, _other(model_format))
+    if found is None:
+        raise UserError(f"{reason}. No {_other(model_format)} variant was built beside it to fall back to; "
+                        "package for Python 3.12 or later (newer runtime) or convert for older op versions")
+    return found, f"{reason}; shipping {found.name} instead"

@@ -1,8 +1,9 @@
 """The inference runtime's wheels for a target Python and architecture, installed with pip's cross-platform flags.
 
 Only numpy and the one runtime a model needs go in: `--no-deps`, because ai-edge-litert's and onnxruntime's
-interpreters import numpy alone (their other requirements serve converters and tools we do not ship). Versions are
-pinned to the ones installed here, so the package serves with the runtime the model was evaluated with.
+interpreters import numpy alone (their other requirements serve converters and tools we do not ship). For Lambda the
+versions come from `matrix.plan` (the ones installed here where the runtime's glibc allows, else older releases whose
+ELF files fit); `requirements_for` pins the ones installed here (edge bundles, benchmarks).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from edgemaas.fsutil import atomic_dir
 RUNTIME_FOR_FORMAT = {"tflite": "ai-edge-litert", "onnx": "onnxruntime"}
 PLATFORM_TAGS = {
     # ai-edge-litert publishes manylinux_2_27 wheels; numpy and onnxruntime use 2014 (2_17) or 2_28.
-    "x86_64": ["manylinux2014_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"],
-    "arm64": ["manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64"],
+    "x86_64": ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"],
+    "arm64": ["manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64"],
 }
-# Lambda's managed runtimes up to python3.11 run on Amazon Linux 2 (glibc 2.26); python3.12+ on AL2023 (glibc 2.34).
-LAMBDA_GLIBC = {"3.10": (2, 26), "3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
+# Which wheels each Lambda runtime gets (their glibc needs read from the ELF files): packaging/common/matrix.py.
 
 
 def pinned(distribution: str) -> str:
@@ -91,18 +91,3 @@ def _explain_pip_failure(stderr: str, requirements: list[str], python_version: s
                 f"(manylinux). {hint or _LAMBDA_HINT}")
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     return f"pip could not install {' '.join(requirements)} for Python {python_version} {arch}:\n{tail}"
-
-
-def glibc_warnings(deps_dir: Path, python_version: str) -> list[str]:
-    """A warning when wheels need a newer glibc than the Lambda runtime of this Python version provides."""
-    have = LAMBDA_GLIBC.get(python_version)
-    needy: dict[str, tuple[int, ...]] = {}
-    for wheel in sorted(deps_dir.glob("*.dist-info/WHEEL")):
-        needs = [tuple(map(int, m)) for m in re.findall(r"manylinux_(\d+)_(\d+)_", wheel.read_text())]
-        if have and needs and min(needs) > have:
-            needy[wheel.parent.name.split("-")[0]] = min(needs)
-    if not needy:
-        return []
-    return [f"{', '.join(needy)} need glibc {'.'.join(map(str, max(needy.values())))}; Lambda's python{python_version} "
-            f"runtime (Amazon Linux 2) has glibc {'.'.join(map(str, have))}: package with --python-version 3.12 "
-            "or later (Amazon Linux 2023) to deploy"]

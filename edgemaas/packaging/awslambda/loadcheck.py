@@ -1,0 +1,115 @@
+"""Package time: load the model and answer one request with the runtime release that ships, not the dev one.
+
+An older runtime may not know the op versions a newer converter wrote. The check runs in a fresh interpreter
+(`-S -s`: no site-packages) whose path holds only the shipped `edgemaas/runtime` and the wheels: the exact wheels
+when the target is this machine's Python and architecture, else the same releases built for this machine (the op
+set is the release's, not the platform's). When even those have no wheel here, the result says it was not executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from edgemaas.errors import UserError
+from edgemaas.packaging.common import dependencies
+
+# The first example request of the model's own describe(), through the one HTTP entry point the handler uses.
+_PROBE = r"""
+import json, sys
+import numpy
+from edgemaas.runtime import load_model
+from edgemaas.runtime.service import Service
+try:
+    model = load_model(sys.argv[1])
+except Exception as exc:
+    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"})); sys.exit(0)
+key, body = next(iter(model.describe()["examples"].items()))
+reply = Service(model).dispatch("POST", key.split()[1], json.dumps(body))
+print(json.dumps({"ok": reply.status == 200, "status": reply.status, "backend": model.backend.name,
+                  "numpy": numpy.__version__, "error": "" if reply.status == 200 else json.dumps(reply.body)}))
+"""
+# "Didn't find op for builtin opcode 'FULLY_CONNECTED' version '99'" (TFLite) / "Opset 99 is under development" (ORT)
+_TFLITE_OP = re.compile(r"op for builtin opcode '([^']+)' version '(\d+)'")
+
+
+@dataclass
+class LoadCheck:
+    """How the model fared with the shipped runtime release, as recorded in package.json."""
+
+    ok: bool
+    executed: bool
+    exact_wheels: bool  # the very wheels that go into the package (this machine's Python and arch)
+    ran_with: str  # "Python 3.11 x86_64: ai-edge-litert==1.4.0, numpy==1.26.4"
+    backend: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if not self.executed:
+            return f"model load not executed: {self.error}"
+        how = "the shipped wheels" if self.exact_wheels else "the same runtime releases built for this machine"
+        result = "loaded and answered a smoke request" if self.ok else f"FAILED: {self.error}"
+        return f"{result} with {how} ({self.ran_with})"
+
+    def op_problem(self) -> str | None:
+        """`FULLY_CONNECTED version 99` when the runtime refused an op version, else None."""
+        found = _TFLITE_OP.search(self.error)
+        return f"{found.group(1)} version {found.group(2)}" if found else None
+
+
+def host_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def host_arch() -> str:
+    return "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+
+
+def check_with_runtime(variant_dir: Path, requirements: list[str], python_version: str, arch: str,
+                       cache: Path, shipped_deps: Path | None = None) -> LoadCheck:
+    """Load `variant_dir` and answer its first example request with `requirements` (see the module docstring).
+    `shipped_deps`: the installed wheels of the package, used as they are when the target is this machine."""
+    exact = python_version == host_python() and arch == host_arch()
+    ran_with = f"Python {host_python()} {host_arch()}: {', '.join(requirements)}"
+    if exact and shipped_deps is not None:
+        deps = shipped_deps
+    else:
+        try:
+            deps = dependencies.install(requirements, host_python(), host_arch(), cache)
+        except UserError as exc:
+            return LoadCheck(ok=True, executed=False, exact_wheels=False, ran_with=ran_with,
+                             error=f"{', '.join(requirements)} have no wheel for this machine's Python "
+                                   f"{host_python()} {host_arch()} to try the model with ({exc})")
+    with tempfile.TemporaryDirectory(prefix="edgemaas-loadcheck-") as code:
+        _write_runtime(Path(code))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONPATH"] = os.pathsep.join([code, str(deps)])
+        done = subprocess.run([sys.executable, "-S", "-s", "-c", _PROBE, str(variant_dir)], capture_output=True,
+                              text=True, env=env, timeout=300)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return LoadCheck(ok=False, executed=True, exact_wheels=exact, ran_with=ran_with, error=tail)
+    result = json.loads(lines[-1])
+    return LoadCheck(ok=result["ok"], executed=True, exact_wheels=exact, ran_with=ran_with,
+                     backend=result.get("backend", ""), error=result.get("error", ""))
+
+
+def _write_runtime(root: Path) -> None:
+    """edgemaas/runtime/ under an empty edgemaas/__init__.py, as the package ships it."""
+    (root / "edgemaas").mkdir()
+    (root / "edgemaas" / "__init__.py").write_text("")
+    source = Path(str(resources.files("edgemaas.runtime")))
+    shutil.copytree(source, root / "edgemaas" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
