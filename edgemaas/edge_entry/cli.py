@@ -21,10 +21,14 @@ from pathlib import Path
 
 from ..runtime import ModelLoadError, load_model
 from ..runtime.service import MAX_BODY_BYTES, Service
+from .batching import Batcher, batchable
 from .limits import MB, MemoryPlan, current_rss, request_bytes_needed
 from .server import ServerSettings, serve
 
 DEFAULT_MEMORY_BUDGET_MB = 512  # half of a 1 GB board: the OS and the rest of the device keep the other half
+
+DEFAULT_MAX_BATCH = 32  # samples run as one interpreter call
+DEFAULT_MAX_WAIT_MS = 2.0  # a batch waits this long at most, and only while more requests are being prepared
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"  # <name>_edge/model inside a bundle
 
@@ -76,10 +80,20 @@ def _serve(args: argparse.Namespace) -> int:
         raise CliError(problem)
     settings.body_budget_bytes = plan.body_budget
     _raise_open_files_limit()
+    batcher = _batcher(args, models, max_request_bytes)
     try:
-        return serve(service, settings)
+        return serve(service, settings, batcher)
     except OSError as exc:  # port in use, host not on this machine, no permission for a port below 1024
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _batcher(args: argparse.Namespace, models: list, max_request_bytes: int) -> Batcher | None:
+    """Micro-batching, unless --max-batch 1 or the model's batch is fixed (then the gate serves as before)."""
+    if args.max_batch <= 1 or not batchable(models[0]):
+        return None
+    services = [Service(model, max_body_bytes=max_request_bytes, borrow_timeout_s=args.read_timeout)
+                for model in models]
+    return Batcher(services, args.max_batch, args.max_wait_ms / 1000, args.max_queue or args.max_connections)
 
 
 def _per_client(max_connections: int, asked: int | None) -> int:
@@ -138,6 +152,16 @@ def _positive(kind: type) -> object:
     return parse
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text!r}") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected 0 to 1000 ms, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 5 or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535 (0: any free port), got {text!r}")
@@ -194,6 +218,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="slowest body upload accepted, KB/s (default 32)")
     server.add_argument("--queue-timeout", type=_positive(float), default=2.0,
                         help="seconds a request waits for a worker before a 503 (default 2)")
+    server.add_argument("--max-batch", type=_positive(int), default=DEFAULT_MAX_BATCH,
+                        help="micro-batching: concurrent prediction requests run as one batch of up to this many "
+                             f"samples (default {DEFAULT_MAX_BATCH}; 1 turns it off; always off for a model whose "
+                             "batch size is fixed)")
+    server.add_argument("--max-wait-ms", type=_non_negative_float, default=DEFAULT_MAX_WAIT_MS,
+                        help="micro-batching: how long a batch may wait for requests still arriving, in ms "
+                             f"(default {DEFAULT_MAX_WAIT_MS:g}; a lone request never waits)")
+    server.add_argument("--max-queue", type=_positive(int), default=None,
+                        help="micro-batching: requests queued or running at once; one more gets an immediate 503 "
+                             "(default: --max-connections)")
     server.add_argument("--quiet", action="store_true", help="no access log line per request")
 
     commands.add_parser("describe", help="print the model's description (inputs, shapes, limits) as JSON")

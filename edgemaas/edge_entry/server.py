@@ -39,7 +39,10 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..runtime.service import Reply, Service, error_reply, too_large
+from ..runtime import oip
+from ..runtime.processing import OutputProcessor
+from ..runtime.service import Reply, Service, error_reply, parse_body, request_inputs, too_large
+from .batching import Batcher, Job
 from .connections import BODY, BUSY, HEAD, IDLE, Connection, ConnectionTable
 from .deadline_io import DeadlineExceeded, DeadlineReader
 from .gate import Gate
@@ -56,6 +59,9 @@ _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _BLANK = (b"\r\n", b"\n")
 _READ_BUFFER = 1 << 16
 _HEAD_DRAIN = 1 << 16  # bytes read and dropped after a head over the limit (a client just over it reads its 431)
+# Larger bodies are not micro-batched (they run as they are, in a worker): requests prepared outside the gate stay
+# small, so the memory formula holds with batching on.
+BATCH_BODY_LIMIT = 256 * 1024
 
 
 @dataclass
@@ -86,9 +92,11 @@ class EdgeHTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
     accept_batch = 64  # connections accepted per wake-up of the accept loop
 
-    def __init__(self, settings: ServerSettings, service: Service) -> None:
+    def __init__(self, settings: ServerSettings, service: Service, batcher: Batcher | None = None) -> None:
         self.settings = settings
         self.service = service
+        self.batcher = batcher
+        self.output = OutputProcessor(service.model.manifest.postprocessing) if batcher is not None else None
         self.address_family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         self.table = ConnectionTable(settings.max_connections, settings.max_per_client, settings.evict_after_s)
         self.gate = Gate(service.replicas)  # parsing + inference: the memory-heavy part
@@ -167,6 +175,8 @@ class EdgeHTTPServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.refuser.close()
+        if self.batcher is not None:
+            self.batcher.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up is routine; anything else is a bug worth a traceback in the log.
@@ -454,6 +464,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                                         f"limit is {self.server.parse_limit / MB:.0f} MB (send numbers, not "
                                         "objects or empty lists)", field="body"), close=True)
             return
+        if self.server.batcher is not None:
+            self._dispatch_batched(method, path, body)
+            return
         if not self.server.gate.acquire(len(body), self.server.settings.queue_timeout_s):
             self._overloaded(f"every worker stayed busy for {self.server.settings.queue_timeout_s:g} s; retry shortly")
             return
@@ -468,6 +481,79 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._out_of_memory()
         else:
             self._send(reply)
+
+    def _dispatch_batched(self, method: str, path: str, body: bytes) -> None:
+        """Micro-batching on: a batch-form prediction joins a batch; anything else, and any request that does not
+        prepare or format cleanly, runs alone in a worker through `Service.dispatch` (the same answer or error)."""
+        batcher = self.server.batcher
+        assert batcher is not None
+        request_id = uuid.uuid4().hex
+        reply = None
+        if path in ("/", "/predict") and len(body) <= BATCH_BODY_LIMIT:
+            batcher.arriving(1)
+            try:
+                arrays = self._prepare(body)
+                job = Job(arrays, None) if arrays is not None else None
+                if job is not None and not batcher.submit(job):
+                    self._queue_full()
+                    return
+            finally:
+                batcher.arriving(-1)
+            if job is not None:
+                if not batcher.wait(job, self.server.settings.queue_timeout_s):
+                    self._workers_busy()
+                    return
+                if job.error is None:
+                    reply = self._batch_reply(job.result)
+        if reply is None:
+            job = Job(None, lambda service: _dispatched(service, method, path, body, request_id))
+            if not batcher.submit(job):
+                self._queue_full()
+                return
+            if not batcher.wait(job, self.server.settings.queue_timeout_s):
+                self._workers_busy()
+                return
+            if isinstance(job.error, MemoryError):
+                self._out_of_memory()
+                return
+            if job.error is not None:
+                raise job.error
+            reply = job.result
+        self._send(reply)
+
+    def _prepare(self, body: bytes) -> list | None:
+        """The preprocessed arrays of a batch-form request, or None when it is anything else (or is refused: the
+        service then says why, in its own words)."""
+        service = self.server.service
+        try:
+            request = parse_body(body, False, service.max_body_bytes)
+            if oip.is_oip_request(request):
+                return None
+            inputs = request_inputs(request)
+            if not isinstance(inputs, list) or not inputs:
+                return None
+            return service.model.prepare(inputs)
+        except Exception:
+            return None
+
+    def _batch_reply(self, outputs: list) -> Reply | None:
+        """This request's rows of a batch, formatted as `Service.predict` formats them; None when formatting
+        refuses (a non-finite output): the request then runs alone for the service's own error."""
+        model = self.server.service.model
+        try:
+            predictions = self.server.output(outputs[0])  # type: ignore[misc]
+            reply = Reply(200, {"model": model.name, "variant": model.manifest.variant, "predictions": predictions})
+            reply.text  # noqa: B018 (NaN or Infinity refused here, as the service does)
+            return reply
+        except Exception:
+            return None
+
+    def _queue_full(self) -> None:
+        self._overloaded(f"the server's queue holds {self.server.batcher.max_queue} requests already; "  # type: ignore
+                         "retry shortly")
+
+    def _workers_busy(self) -> None:
+        self._overloaded(f"every worker stayed busy for {self.server.settings.queue_timeout_s:g} s; retry shortly")
 
     def _length_required_chunked(self) -> None:
         self._send(error_reply(411, "Transfer-Encoding is not supported; send the body with a Content-Length "
@@ -555,6 +641,12 @@ class RequestHandler(BaseHTTPRequestHandler):
                             self._sent, (time.perf_counter() - self._started) * 1000)
 
 
+def _dispatched(service: Service, method: str, path: str, body: bytes, request_id: str) -> Reply:
+    reply = service.dispatch(method, path, body, request_id=request_id)
+    reply.text  # noqa: B018 (serialised in the worker: it is memory too)
+    return reply
+
+
 def _parse_length(value: str) -> int | None:
     """A Content-Length value as a number of bytes; None unless it is plain ASCII digits. Absurdly long numbers
     (which int() would refuse past 4300 digits) count as larger than any limit."""
@@ -578,9 +670,9 @@ def _clip(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def serve(service: Service, settings: ServerSettings) -> int:
+def serve(service: Service, settings: ServerSettings, batcher: Batcher | None = None) -> int:
     """Serve until SIGTERM or SIGINT; then finish in-flight requests and return 0."""
-    server = EdgeHTTPServer(settings, service)
+    server = EdgeHTTPServer(settings, service, batcher)
     host, port = server.server_address[:2]
     stopping = threading.Event()
 
@@ -598,6 +690,9 @@ def serve(service: Service, settings: ServerSettings) -> int:
              model.backend.name, model.manifest.model.sha256[:12], shown_host, port, service.replicas,
              settings.max_connections, settings.max_per_client, service.max_body_bytes,
              settings.body_budget_bytes // MB)
+    if batcher is not None:
+        log.info("micro-batching: up to %d samples, waiting at most %.1f ms; at most %d requests queued",
+                 batcher.max_batch, batcher.max_wait_s * 1000, batcher.max_queue)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
