@@ -24,7 +24,7 @@ from edgemaas.compress.records import load_selection
 from edgemaas.packaging.common import dependencies
 from edgemaas.packaging.common.glibc import check_files
 from edgemaas.packaging.common.matrix import ELF_MACHINE, LAMBDA_OS, LAMBDA_PYTHONS, RuntimePlan, plan
-from edgemaas.packaging.awslambda.loadcheck import LoadCheck, check_with_runtime
+from edgemaas.packaging.awslambda.loadcheck import LoadCheck, check_with_runtime, op_version_problem
 from edgemaas.packaging.awslambda.bytecode import compile_bytecode, target_python
 from edgemaas.packaging.common.secrets import check_no_secrets
 from edgemaas.packaging.common.archives import write_deterministic_zip
@@ -161,7 +161,11 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     if previous is not None:
         return previous
 
-    check_loadable(variant_dir)
+    try:
+        check_loadable(variant_dir)
+    except UserError as exc:
+        if not op_version_problem(str(exc)):  # an op too new for the runtimes: the fallback below may serve it
+            raise
     load = check_with_runtime(variant_dir, requirements, python_version, arch, cache, shipped_deps=deps)
     if not load.ok:
         if fallback:

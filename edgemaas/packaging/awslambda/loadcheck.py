@@ -64,9 +64,13 @@ class LoadCheck:
         return f"{result} with {how} ({self.ran_with})"
 
     def op_problem(self) -> str | None:
-        """`FULLY_CONNECTED version 99` when the runtime refused an op version, else None."""
-        found = _TFLITE_OP.search(self.error)
-        return f"{found.group(1)} version {found.group(2)}" if found else None
+        return op_version_problem(self.error)
+
+
+def op_version_problem(message: str) -> str | None:
+    """`FULLY_CONNECTED version 99` when a runtime refused a model for an op version it does not know, else None."""
+    found = _TFLITE_OP.search(message)
+    return f"{found.group(1)} version {found.group(2)}" if found else None
 
 
 def host_python() -> str:
