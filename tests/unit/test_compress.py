@@ -15,7 +15,8 @@ def rows(*specs: tuple[str, str, float, int, float]) -> list[dict]:
 def test_gate_rejects_over_budget_and_picks_smallest_or_fastest() -> None:
     table = rows(("tflite-float32", "tflite", 0.0, 100, 1.0), ("tflite-int8", "tflite", 0.5, 30, 2.0),
                  ("tflite-pruned-int8", "tflite", 3.0, 10, 0.5), ("onnx-float32", "onnx", 0.0, 90, 0.3))
-    smallest = compressing.choose(table, GateSection(max_metric_drop=1.0), "classification", True, KERAS_ROOT)
+    smallest = compressing.choose(table, GateSection(max_metric_drop=1.0, objective="smallest"), "classification", True,
+                                 KERAS_ROOT)
     assert smallest["chosen"] == {"tflite": "tflite-int8", "onnx": "onnx-float32"}
     assert table[2]["status"] == "rejected"
     assert table[2]["reason"] == "metric drop 3.00 accuracy points exceeds the budget of 1.0 accuracy points"
