@@ -558,6 +558,15 @@ def _render_snippets(platform: str, reference: Manifest, models: dict[str, dict]
 def _snippet_context(reference: Manifest, model_file: str, entry: dict, metadata_name: str) -> tuple[dict, str]:
     """The values a snippet template needs, or a reason the model's tensors are beyond what snippets handle."""
     post = reference.postprocessing
+    if len(reference.preprocessing) != len(entry["inputs"]):
+        names = ", ".join(t["name"] for t in entry["inputs"])
+        return {}, (f"the model takes named tensors ({names}) rather than a batch of samples; the snippets fill "
+                    "fixed-shape samples (the manifest's inputs/outputs list every tensor)")
+    open_shapes = [t["name"] for t in entry["inputs"] + entry["outputs"]
+                   if any(int(d) < 0 for d in t.get("shape_signature", t["shape"])[1:])]  # the batch runs at 1
+    if open_shapes:
+        return {}, (f"{', '.join(open_shapes)} have dynamic dimensions; the snippets fill and read tensors of a "
+                    "fixed size")
     inputs = []
     for index, (step, tensor) in enumerate(zip(reference.preprocessing, entry["inputs"])):
         count = int(np.prod(tensor["shape"]))
