@@ -69,6 +69,8 @@ class DeployRequest:
     s3_bucket: str | None = None  # given with --s3-bucket; else a default one when a zip is over the limit
     url: bool = True
     auth: str = "NONE"
+    snapstart: bool = False  # SnapStart on published versions (python3.12+)
+    memory_source: str = ""  # where memory_mb came from, for the plan's text (--memory auto)
 
 
 @dataclass
@@ -136,9 +138,15 @@ def _artifact(recorded: str, fallback: Path, sha256: str, what: str) -> Artifact
     return Artifact(path, sha256, path.stat().st_size)
 
 
+SNAPSTART_PYTHONS = ("3.12", "3.13")  # Lambda's SnapStart for Python starts at python3.12
+
+
 def load_request(target: str, dist: Path, stage: str = "dev", function: str | None = None,
-                 memory_mb: int | None = None, timeout_s: int | None = None, s3_bucket: str | None = None,
-                 url: bool = True, auth: str = "NONE", log_level: str = "INFO") -> DeployRequest:
+                 memory_mb: int | str | None = None, timeout_s: int | None = None, s3_bucket: str | None = None,
+                 url: bool = True, auth: str = "NONE", log_level: str = "INFO", snapstart: bool = False,
+                 build: Path | None = None) -> DeployRequest:
+    """`memory_mb`: MB, None (the package's) or "auto" (what the gate priced cheapest for the shipped variant, from
+    `build/<model>/selection.json`; the package's when the selection has no price). `snapstart` needs python3.12+."""
     record_path = find_record(target, dist)
     try:
         record = json.loads(record_path.read_text())
@@ -159,15 +167,37 @@ def load_request(target: str, dist: Path, stage: str = "dev", function: str | No
         layer = _artifact(spec["zip_path"], here.parent.parent / "layers" / Path(spec["zip_path"]).name,
                           spec["sha256"], "runtime layer zip")
     model = record["model"]
+    python = record["python_version"]
+    if snapstart and python not in SNAPSTART_PYTHONS:
+        raise UserError(f"{record_path}: SnapStart for Python needs python3.12 or later and this package is for "
+                        f"python{python}; package with --python-version 3.12 (or deploy without --snapstart)")
+    memory, memory_source = _memory(memory_mb, record, build)
     tags = {"edgemaas:model": model, "edgemaas:variant": record.get("variant", ""),
             "edgemaas:model-sha256": record.get("model_sha256", ""), "edgemaas:package-sha256": record["sha256"]}
     return DeployRequest(
         model=model, variant=record.get("variant", ""), function_name=function_name(model, function), stage=stage,
-        code=code, handler=record.get("handler", HANDLER), runtime=f"python{record['python_version']}",
-        arch=record.get("arch", "x86_64"), memory_mb=memory_mb or record.get("memory_mb", 512),
+        code=code, handler=record.get("handler", HANDLER), runtime=f"python{python}",
+        arch=record.get("arch", "x86_64"), memory_mb=memory, memory_source=memory_source, snapstart=snapstart,
         timeout_s=timeout_s or record.get("timeout_s", 30), environment={"EDGEMAAS_LOG_LEVEL": log_level},
         tags={k: v for k, v in tags.items() if v}, layer_name=record["layer"]["name"] if layer else None,
         layer=layer, s3_bucket=s3_bucket, url=url, auth=auth)
+
+
+def _memory(memory_mb: int | str | None, record: dict[str, Any], build: Path | None) -> tuple[int, str]:
+    """The memory to configure and where it came from."""
+    packaged = int(record.get("memory_mb", 512))
+    if memory_mb is None:
+        return packaged, "the package's"
+    if memory_mb != "auto":
+        return int(memory_mb), "--memory"
+    from edgemaas.compress.cost import chosen_memory
+    from edgemaas.compress.records import load_selection
+
+    selection_file = (build or Path("build")) / record["model"] / "selection.json"
+    chosen = chosen_memory(load_selection(selection_file), record.get("model_format"))
+    if chosen is None:
+        return packaged, f"the package's ({selection_file} prices no memory: compress again to price it)"
+    return chosen, f"the cheapest the gate priced for {record.get('variant', 'the shipped variant')}"
 
 
 # ------------------------------------------------------------------------------------------------------- the plan
@@ -189,14 +219,20 @@ def _config_of(request: DeployRequest, role_arn: str, layer_arn: str | None) -> 
     """The function configuration we want, in GetFunctionConfiguration's terms."""
     return {"Runtime": request.runtime, "Handler": request.handler, "MemorySize": request.memory_mb,
             "Timeout": request.timeout_s, "Role": role_arn, "Environment": request.environment,
-            "Layers": [layer_arn] if request.layer else []}
+            "Layers": [layer_arn] if request.layer else [],
+            "SnapStart": _snapstart(request)}
+
+
+def _snapstart(request: DeployRequest) -> dict[str, str]:
+    return {"ApplyOn": "PublishedVersions" if request.snapstart else "None"}
 
 
 def _actual_config(config: dict[str, Any]) -> dict[str, Any]:
     return {"Runtime": config.get("Runtime"), "Handler": config.get("Handler"),
             "MemorySize": config.get("MemorySize"), "Timeout": config.get("Timeout"), "Role": config.get("Role"),
             "Environment": (config.get("Environment") or {}).get("Variables", {}),
-            "Layers": [layer["Arn"] for layer in config.get("Layers") or []]}
+            "Layers": [layer["Arn"] for layer in config.get("Layers") or []],
+            "SnapStart": {"ApplyOn": (config.get("SnapStart") or {}).get("ApplyOn", "None")}}
 
 
 def _differences(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
@@ -277,7 +313,7 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
             steps.append(Step("configuration", name, "update", f"{', '.join(differs)} changed"))
             config_changes = True
         else:
-            steps.append(Step("configuration", name, NO_OP, "memory, timeout, runtime, environment, layers as wanted"))
+            steps.append(Step("configuration", name, NO_OP, "memory, timeout, runtime, environment, layers, SnapStart as wanted"))
         tags = function.get("Tags") or {}
         stale = {k: v for k, v in request.tags.items() if tags.get(k) != v}
         if stale:
@@ -469,7 +505,7 @@ def _function_config(request: DeployRequest, role_arn: str, layer_arn: str | Non
     return {"Runtime": request.runtime, "Role": role_arn, "Handler": request.handler,
             "MemorySize": request.memory_mb, "Timeout": request.timeout_s,
             "Environment": {"Variables": request.environment}, "Layers": [layer_arn] if layer_arn else [],
-            "Description": f"edgemaas {request.model} ({request.variant})"}
+            "Description": f"edgemaas {request.model} ({request.variant})", "SnapStart": _snapstart(request)}
 
 
 def _allow_public_url(lam: Any, name: str, stage: str) -> None:

@@ -110,6 +110,23 @@ def _stage_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+class MemoryParam(click.ParamType):
+    """--memory: MB within Lambda's 128-10240, or "auto"."""
+
+    name = "MB|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or str(value).lower() != "auto":
+            try:
+                number = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number of MB nor auto", param, ctx)
+            if not 128 <= number <= 10240:
+                self.fail(f"{number} is not in the range 128<=x<=10240", param, ctx)
+            return number
+        return "auto"
+
+
 @click.command()
 @click.argument("target")
 @click.option("--stage", default="dev", show_default=True, callback=_stage_name,
@@ -117,8 +134,9 @@ def _stage_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @_aws_options
 @click.option("--s3-bucket", help="Upload the code through this S3 bucket (automatic, to a default bucket, when a zip "
                                   "is over 50 MB).")
-@click.option("--memory", "memory_mb", type=click.IntRange(128, 10240),
-              help="Memory size in MB (default: the package's).")
+@click.option("--memory", "memory_mb", type=MemoryParam(),
+              help="Memory size in MB (128-10240), or auto: the cheapest the gate priced for the shipped variant "
+                   "(default: the package's).")
 @click.option("--timeout", "timeout_s", type=click.IntRange(1, 900), help="Timeout in seconds (default: the "
                                                                            "package's).")
 @click.option("--url/--no-url", default=True, show_default=True, help="Give the stage a function URL.")
@@ -126,11 +144,14 @@ def _stage_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Function URL auth: AWS_IAM (signed requests) or NONE (public).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True, help="EDGEMAAS_LOG_LEVEL in the function's environment.")
+@click.option("--snapstart", is_flag=True,
+              help="Turn on SnapStart for published versions (python3.12+ packages): Lambda snapshots the "
+                   "initialised function, warmed by one inference, and restores it on cold starts.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop: nothing in the account changes.")
 @handle_errors
 def deploy(target: str, stage: str, function_name: str | None, region: str | None, profile: str | None,
-           s3_bucket: str | None, memory_mb: int | None, timeout_s: int | None, url: bool, auth: str,
-           log_level: str, dry_run: bool) -> None:
+           s3_bucket: str | None, memory_mb: int | str | None, timeout_s: int | None, url: bool, auth: str,
+           log_level: str, snapstart: bool, dry_run: bool) -> None:
     """Deploy a package (from `edgemaas package`) to AWS Lambda: plan, print the plan, then carry it out.
 
     TARGET is a model name (dist/<name>/lambda), a dist folder or its package.json. The plan uses describe and
@@ -145,12 +166,16 @@ def deploy(target: str, stage: str, function_name: str | None, region: str | Non
       edgemaas deploy cnn --stage dev
       edgemaas deploy nlp --stage prod --region eu-west-1 --memory 1024 --auth NONE
       edgemaas deploy cnn --dry-run
+      edgemaas deploy cnn --memory auto --snapstart
     """
     from edgemaas.aws import aws_errors, connect
     from edgemaas.aws.deploy import changes, execute, load_request, plan
 
-    request = load_request(target, workspace().dist, stage, function_name, memory_mb, timeout_s, s3_bucket, url,
-                           auth, log_level)
+    ws = workspace()
+    request = load_request(target, ws.dist, stage, function_name, memory_mb, timeout_s, s3_bucket, url, auth,
+                           log_level, snapstart, ws.build)
+    if memory_mb == "auto":
+        console.print(f"memory {request.memory_mb} MB: {request.memory_source}")
     started: list[Any] = []  # the steps execute has begun, in order
     todo: list[Any] = []
     try:
