@@ -80,8 +80,10 @@ def smoke_request(manifest: Manifest, shapes: dict[str, list[int]] | None = None
             else:
                 shape = [d if d >= 0 else 1 for d in spec.shape]
                 if spec.dynamic:
-                    notes.append(f"input {name} {_dims(spec)}: dynamic dimensions set to 1 for the smoke test "
-                                 f"({shape}); give --input-shape {name}=... for real sizes")
+                    # Parentheses, not brackets: a console that reads [word ...] as markup would drop them.
+                    notes.append(f"input {name} ({', '.join(map(str, spec.shown_dims()))}): dynamic dimensions set "
+                                 f"to 1 for the smoke test, shape {shape}; give --input-shape {name}=... for real "
+                                 "sizes")
             array = _filler(spec, shape, rng)
         request[name] = array.tolist()
     return {"inputs": request}, notes

@@ -48,10 +48,10 @@ def test_without_shapes_dynamic_dimensions_are_one_and_it_says_so(imported: dict
     assert result.outputs == [("output", [1, 1], "float32"), ("stateN", [2, 1, 16], "float32")]
     assert result.inputs == [("input", [1, 1], "float32"), ("state", [2, 1, 16], "float32"), ("sr", [], "int64")]
     assert notes == [
-        "input input [batch, samples]: dynamic dimensions set to 1 for the smoke test ([1, 1]); give --input-shape "
-        "input=... for real sizes",
-        "input state [2, batch, 16]: dynamic dimensions set to 1 for the smoke test ([2, 1, 16]); give --input-shape "
-        "state=... for real sizes"]
+        "input input (batch, samples): dynamic dimensions set to 1 for the smoke test, shape [1, 1]; give "
+        "--input-shape input=... for real sizes",
+        "input state (2, batch, 16): dynamic dimensions set to 1 for the smoke test, shape [2, 1, 16]; give "
+        "--input-shape state=... for real sizes"]
     assert result.lines()[-1] == "smoke test: 2 output(s): output [1, 1] float32, stateN [2, 1, 16] float32"
 
 
