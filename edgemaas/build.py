@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
+from edgemaas.compress.cost import cost_cells
 from edgemaas.compress.records import ReportCard
 from edgemaas.errors import UserError
 from edgemaas.packaging.awslambda.target import Invoked, build_package, smoke
@@ -41,6 +42,7 @@ class BuildRow:
     error: str | None = None  # a UserError that stopped this spec's build
     warnings: list[str] = field(default_factory=list)
     cells: dict[str, Cell] = field(default_factory=dict)  # target name -> outcome, for the other targets
+    cost: dict[str, str] = field(default_factory=dict)  # compress.cost.cost_cells of the gate's selection
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,7 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = q
         row.task = card.task
         row.chosen = card.gate.chosen
         row.fallback = card.gate.fallback
+        row.cost = cost_cells(card.gate)
         by_name = card.rows_by_name()
         variant_dir = serving_variant(Source(spec.name, spec), ws, report=report)[0]
         for variant in (FLOAT_BASELINE, variant_dir.name):
@@ -88,11 +91,11 @@ def build_one(spec: Spec, ws: Workspace, force: bool = False, report: Report = q
 def build_table(rows: list[BuildRow]) -> Table:
     table = Table(title="edgemaas build")
     for column in ("model", "gate's choice (tflite / onnx)", "gzipped f32 → shipped", "held-out f32 → shipped",
-                   "zip", "local invoke (awslambdaric)", "duration"):
+                   "zip", "Lambda $/1M", "local invoke (awslambdaric)", "duration"):
         table.add_column(column)
     for row in rows:
         if row.error:
-            table.add_row(row.name, "-", "-", "-", "-", f"[red]{row.error}[/red]", "-")
+            table.add_row(row.name, "-", "-", "-", "-", "-", f"[red]{row.error}[/red]", "-")
             continue
         chosen = " / ".join(f"{v or '-'}" + (" [red](float: none passed)[/red]" if f in row.fallback else "")
                             for f, v in sorted(row.chosen.items(), key=lambda kv: kv[0] != "tflite"))
@@ -102,6 +105,7 @@ def build_table(rows: list[BuildRow]) -> Table:
             f"{_kb(row.sizes.get(FLOAT_BASELINE))} → {_kb(row.sizes.get(row.shipped or ''))}",
             f"{row.metrics.get(FLOAT_BASELINE, '-')} → {row.metrics.get(row.shipped or '', '-')}",
             human_size(row.zip_bytes),
+            cost_text(row.cost),
             _shown(invoked.status, invoked.text) if invoked else "",
             f"{invoked.duration_ms:.1f} ms" if invoked and invoked.duration_ms is not None else "-",
         )
@@ -120,6 +124,14 @@ def targets_table(rows: list[BuildRow]) -> Table:
         cells = [row.cells.get(t.name) for t in targets]
         table.add_row(row.name, *(_shown(c.status, c.text) if c else "-" for c in cells))
     return table
+
+
+def cost_text(cells: dict[str, str]) -> str:
+    """The build table's cost cell: per-architecture $ per 1M requests at the priced memory; "-" when unpriced."""
+    if not cells:
+        return "-"
+    lines = [f"{arch} {cells[arch]}" for arch in ("x86_64", "arm64") if arch in cells]
+    return "\n".join(lines + [f"at {cells['memory']}"] if "memory" in cells else lines) or "-"
 
 
 def _shown(status: Status, text: str) -> str:

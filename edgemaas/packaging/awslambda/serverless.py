@@ -283,8 +283,25 @@ def load_records(dist: Path, names: list[str] | None = None) -> list[dict]:
         for artifact in artifacts:
             if not Path(artifact).is_file():
                 raise UserError(f"{path}: {artifact} is missing; remake the package with {remake}")
-        records.append(record)
+        records.append(with_priced_memory(record, dist.parent / "build"))
     return sorted(records, key=lambda r: str(r["model"]))
+
+
+def with_priced_memory(record: dict, build: Path) -> dict:
+    """The record with `memory_mb` set to what the gate priced cheapest for the variant it ships
+    (build/<model>/selection.json, issue 15), when the selection priced that variant; else unchanged."""
+    from edgemaas.compress.cost import chosen_memory
+    from edgemaas.compress.records import load_selection
+
+    try:
+        selection = load_selection(build / str(record["model"]) / "selection.json")
+    except UserError:  # a corrupt selection: the package's own memory still deploys
+        return record
+    fmt = record.get("model_format")
+    if selection is None or not fmt or selection.chosen.get(fmt) != record.get("variant"):
+        return record
+    priced = chosen_memory(selection, fmt)
+    return {**record, "memory_mb": priced, "memory_source": "priced by the gate"} if priced else record
 
 
 def builtin_records(root: Path = Path("."), python_version: str = "3.12", arch: str = "x86_64") -> list[dict]:

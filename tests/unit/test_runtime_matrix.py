@@ -1,0 +1,89 @@
+"""The Lambda runtime matrix (issue 14), the ELF glibc reader on real shared libraries, the build table's cost cell
+and the templates' priced memory. No process, no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy
+import pytest
+
+from edgemaas.build import cost_text
+from edgemaas.packaging.awslambda.serverless import with_priced_memory
+from edgemaas.packaging.common.dependencies import pinned
+from edgemaas.packaging.common.glibc import check_tree, glibc_needed, is_elf, parse_version
+from edgemaas.packaging.common.matrix import LAMBDA_PYTHONS, explain_runtime, matrix, plan
+
+
+def test_amazon_linux_2_gets_the_releases_whose_elf_files_fit_glibc_226() -> None:
+    assert plan("3.11", "x86_64", "tflite").requirements == ("numpy==1.26.4", "ai-edge-litert==1.4.0")
+    assert plan("3.10", "x86_64", "onnx").requirements == ("numpy==1.26.4", "onnxruntime==1.16.3")
+    for python in ("3.10", "3.11"):
+        arm = plan(python, "arm64", "tflite")
+        assert (arm.wanted, arm.ships, arm.requirements) == ("tflite", "onnx", ("numpy==1.26.4",
+                                                                                "onnxruntime==1.16.3"))
+        assert arm.why.startswith("no TFLite interpreter wheel loads on Amazon Linux 2 arm64")
+        assert arm.os.glibc == (2, 26)
+
+
+def test_amazon_linux_2023_gets_the_releases_the_model_was_evaluated_with() -> None:
+    for python in ("3.12", "3.13"):
+        for arch in ("x86_64", "arm64"):
+            chosen = plan(python, arch, "tflite")
+            assert chosen.ships == "tflite" and chosen.os.glibc == (2, 34)
+            assert chosen.requirements == (pinned("numpy"), pinned("ai-edge-litert"))
+
+
+def test_every_runtime_has_something_that_ships_and_no_other_python_is_accepted() -> None:
+    rows = matrix()
+    assert len(rows) == len(LAMBDA_PYTHONS) * 2 * 2
+    assert all(p.ships for p in rows)
+    with pytest.raises(ValueError, match="Lambda has no python3.9 runtime"):
+        plan("3.9", "x86_64", "tflite")
+
+
+def test_explain_runtime_is_a_table_of_every_target_or_one() -> None:
+    table = explain_runtime()
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| Lambda runtime | arch | OS (glibc) |") and len(lines) == 2 + 16
+    one = explain_runtime("3.11", "arm64").strip().splitlines()
+    assert len(one) == 4 and "onnx (fallback)" in one[2] and "Amazon Linux 2 (2.26)" in one[2]
+    with pytest.raises(ValueError):
+        explain_runtime("3.9")
+
+
+def test_glibc_reader_on_numpys_own_shared_libraries() -> None:
+    root = Path(numpy.__file__).parent
+    libraries = [p for p in root.rglob("*.so") if is_elf(p)]
+    assert libraries
+    needed, machine = glibc_needed(libraries[0])
+    assert machine in ("EM_X86_64", "EM_AARCH64") and needed is not None and needed >= (2, 2)
+    fits = check_tree(root, (9, 99), "a future glibc")
+    assert fits.ok and fits.files >= len(libraries) and fits.needed is not None
+    too_old = check_tree(root, (2, 0), "glibc 2.0")
+    assert not too_old.ok and too_old.worst in too_old.too_new
+    assert too_old.problem().endswith("need a newer glibc than glibc 2.0 provides (2.0): the function could not "
+                                      "import them")
+    assert too_old.to_dict()["needed"] == ".".join(map(str, too_old.needed))
+    assert parse_version("2.26") == (2, 26)
+
+
+def test_cost_cell_lists_both_architectures_at_the_priced_memory() -> None:
+    assert cost_text({}) == "-"
+    assert cost_text({"x86_64": "$0.21 (float $0.26)", "arm64": "$0.17", "memory": "1769 MB"}) == \
+        "x86_64 $0.21 (float $0.26)\narm64 $0.17\nat 1769 MB"
+
+
+def _record(variant: str = "tflite-int8") -> dict:
+    return {"model": "cnn", "model_format": "tflite", "variant": variant, "memory_mb": 512}
+
+
+def test_templates_take_the_gate_priced_memory_for_the_variant_that_ships(tmp_path: Path) -> None:
+    assert with_priced_memory(_record(), tmp_path) == _record()  # no selection: the package's memory
+    (tmp_path / "cnn").mkdir()
+    selection = {"chosen": {"tflite": "tflite-int8"}, "default": "tflite-int8",
+                 "lambda": {"formats": {"tflite": {"memory_mb": 1769}}}}
+    (tmp_path / "cnn" / "selection.json").write_text(json.dumps(selection))
+    assert with_priced_memory(_record(), tmp_path)["memory_mb"] == 1769
+    assert with_priced_memory(_record("tflite-float32"), tmp_path)["memory_mb"] == 512  # priced another variant
