@@ -78,7 +78,9 @@ def test_small_transformer_at_least_as_accurate_as_the_gru_on_the_same_split(bui
     # Keras' own layers only: the file loads in safe mode, with no custom class registered.
     model = load_keras_model(str(workspace.variant_dir(NAME, "keras-float32") / "model.keras"), trusted=False)
     kinds = {type(layer).__name__ for layer in model.layers}
-    assert {"MultiHeadAttention", "LayerNormalization", "Embedding", "GlobalAveragePooling1D"} <= kinds
+    assert {"Embedding", "Dense", "Dot", "Softmax", "LayerNormalization", "GlobalAveragePooling1D"} <= kinds
+    scores = [layer for layer in model.layers if type(layer).__name__ == "Dot" and "_scores_" in layer.name]
+    assert len(scores) == load_spec(MODELS / f"{NAME}.yaml").model.params["heads"]
 
 
 def test_every_shipping_variant_keeps_the_accuracy_and_int8_is_the_smallest(card: ReportCard) -> None:
@@ -92,7 +94,7 @@ def test_every_shipping_variant_keeps_the_accuracy_and_int8_is_the_smallest(card
     assert rows[INT8].size_bytes < rows["tflite-float16"].size_bytes < rows[FLOAT].size_bytes
     # Per-layer quantization debugging ran on int8 and names the attention layer among those it measured.
     layers = rows[INT8].extra["layers"]["layers"]
-    assert any(entry["layer"].startswith("self_attention") for entry in layers)
+    assert any(entry["layer"].startswith("attention_1_") for entry in layers)
 
 
 def test_ships_a_variant_smaller_and_no_dearer_than_float32(card: ReportCard) -> None:
