@@ -7,6 +7,12 @@ model). Each model is compressed into --workdir first (float32 and full int8 TFL
 clone. It also packages each model in the layer layout and checks the function zip (goal <= 1 MB) and the runtime
 layer (goal <= 40 MB).
 
+A second table (issue 14) sets the Amazon Linux 2 runtime (python3.10/3.11: ai-edge-litert 1.4.0 + numpy 1.26.4, the
+wheels whose ELF files need glibc <= 2.26) beside the Amazon Linux 2023 one (ai-edge-litert and numpy as installed
+here): the same shipped edgemaas/runtime in a fresh `python -S -s` whose path holds only those wheels, built for this
+machine's Python, runs interleaved: import + model load + first answer (median), and the runtime's size (slimmed as
+packaged; zipped at level 6).
+
     python benchmarks/cold_start.py [--models cnn nlp] [--runs 5] [--workdir build/bench-cold-start] [--json F]
 """
 
@@ -30,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("build/bench-cold-start"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--runtimes-only", action="store_true", help="only the AL2 vs AL2023 runtime table")
     args = parser.parse_args(argv)
+    if args.runtimes_only:
+        print(runtime_table(args.models, args.runs, args.workdir.resolve()))
+        return 0
 
     from edgemaas.bench import run_bench
     from edgemaas.bench.report import heading, ms, size
@@ -73,9 +83,81 @@ def main(argv: list[str] | None = None) -> int:
     print(heading(result) + "\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     print("\n".join("| " + " | ".join(row) + " |" for row in rows))
+    print("\n" + runtime_table(args.models, args.runs, args.workdir.resolve()))
     if args.json:
         atomic_write_json(args.json, {**result.to_dict(), "layer_layout_sizes": sizes})
     return 0
+
+
+_PROBE = r"""
+import sys, time
+started = time.perf_counter()
+import numpy as np
+from edgemaas.runtime import load_model
+model = load_model(sys.argv[1], num_threads=1)
+with np.load(sys.argv[2], allow_pickle=False) as data:
+    sample = data["x_test"][:1]
+model.predict(sample.tolist())
+print((time.perf_counter() - started) * 1000, model.backend.name, np.__version__)
+"""
+
+
+def runtime_table(models: list[str], runs: int, workdir: Path) -> str:
+    """Markdown: cold start and size of the AL2 runtime (python3.10/3.11) beside the AL2023 one, per model."""
+    import os
+    import statistics
+    import subprocess
+    import tempfile
+    import zlib
+
+    from edgemaas.packaging.awslambda.lambda_zip import slim
+    from edgemaas.packaging.awslambda.loadcheck import host_arch, host_python
+    from edgemaas.packaging.common import dependencies
+    from edgemaas.packaging.common.inputs import tree
+    from edgemaas.packaging.common.matrix import plan
+    from edgemaas.pipeline import chosen_variant
+    from edgemaas.workspace import Workspace
+
+    ws = Workspace(workdir)
+    sets = {"Amazon Linux 2 (python3.10/3.11)": list(plan("3.11", "x86_64", "tflite").requirements),
+            "Amazon Linux 2023 (python3.12/3.13)": list(plan("3.12", "x86_64", "tflite").requirements)}
+    installed = {label: dependencies.install(reqs, host_python(), host_arch(), ws.cache())
+                 for label, reqs in sets.items()}
+    sizes = {}
+    for label, deps in installed.items():
+        files = [path for _, path in slim(tree(deps, ""))]
+        sizes[label] = (sum(len(zlib.compress(p.read_bytes(), 6)) for p in files), sum(p.stat().st_size
+                                                                                       for p in files))
+    rows = []
+    with tempfile.TemporaryDirectory() as code:
+        (Path(code) / "edgemaas").mkdir()
+        (Path(code) / "edgemaas" / "__init__.py").write_text("")
+        import shutil
+
+        shutil.copytree(REPO / "edgemaas" / "runtime", Path(code) / "edgemaas" / "runtime",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name in models:
+            variant = chosen_variant(ws, name)
+            timings: dict[str, list[float]] = {label: [] for label in sets}
+            backend: dict[str, str] = {}
+            for _ in range(runs):  # interleaved: machine noise hits both alike
+                for label, deps in installed.items():
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+                    env["PYTHONPATH"] = os.pathsep.join([code, str(deps)])
+                    done = subprocess.run([sys.executable, "-S", "-s", "-c", _PROBE, str(variant),
+                                           str(ws.data_file(name))], capture_output=True, text=True, env=env,
+                                          check=True)
+                    cold_ms, runtime, numpy_version = done.stdout.split()[-3:]
+                    timings[label].append(float(cold_ms))
+                    backend[label] = f"{runtime} ({', '.join(sets[label])})"
+            for label in sets:
+                zipped, unzipped = sizes[label]
+                rows.append(f"| {name} ({variant.name}) | {label} | {backend[label]} | "
+                            f"{statistics.median(timings[label]):.0f} ms | {zipped / 2**20:.1f} MB | "
+                            f"{unzipped / 2**20:.1f} MB |")
+    header = ("| model | Lambda OS | runtime (wheels) | cold start: import + load + first answer (median of "
+              f"{runs}) | runtime zipped | unzipped |\n|---|---|---|---|---|---|")
+    return header + "\n" + "\n".join(rows)
 
 
 def _met(ok: bool) -> str:
