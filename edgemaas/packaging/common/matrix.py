@@ -6,7 +6,7 @@ Lambda's python3.10 and python3.11 run on Amazon Linux 2 (glibc 2.26); python3.1
 again the same way when it is written. Measured 2026-12-01:
 
 - ai-edge-litert 2.3.0 (cp312/cp313): manylinux_2_27 tag; the Interpreter's libraries need 2.27 on x86_64 and 2.34 on
-  aarch64 (libLiteRt.so, which the slim package drops, needs 2.34): fits AL2023 only.
+  aarch64 (libpywrap_litert_common.so; exactly AL2023's): fits AL2023 only.
 - ai-edge-litert 1.4.0 (cp310/cp311) x86_64: needs glibc 2.17; aarch64: 2.30 (libLiteRtRuntimeCApi.so). 1.2/1.3
   aarch64: 2.29. tflite-runtime 2.13/2.14: tagged manylinux2014 but needs 2.29, and has no aarch64 wheel for 3.10+.
   So AL2 x86_64 gets ai-edge-litert 1.4.0, and AL2 arm64 has no TFLite interpreter that loads.
@@ -77,7 +77,9 @@ def _fits(python: str, arch: str, fmt: str) -> tuple[list[str], str] | None:
     """Requirements and reason for `fmt` on (python, arch), or None when no wheel of its runtime fits."""
     if LAMBDA_OS[python] is AL2023:
         return ([pinned("numpy"), pinned(RUNTIME_FOR_FORMAT[fmt])],
-                f"glibc {version_text(AL2023.glibc)}: the releases this machine evaluated the model with")
+                f"glibc {version_text(AL2023.glibc)}: the releases installed here, which evaluated the model "
+                "(measured: numpy 2.4 and onnxruntime 1.32 need 2.27-2.28; ai-edge-litert 2.3.0 needs 2.27 on "
+                "x86_64 and exactly 2.34 on arm64)")
     chosen = _AL2.get((fmt, arch))
     if chosen is None:
         return None
