@@ -39,7 +39,8 @@ from edgemaas.workspace import Workspace
 Report = Callable[[str], None]
 PARITY_SAMPLES = 100
 LAYERS_FILE = "layers.json"
-MIXED_TFLITE = "tflite-int8-mixed"
+# Full-int8 variants and the selective-precision variant that repairs each when it fails the gate.
+MIXED = {"tflite-int8": "tflite-int8-mixed", "onnx-qdq": "onnx-qdq-mixed"}
 
 
 @dataclass
@@ -276,9 +277,16 @@ def _debug_layers(ws: Workspace, name: str, rows: list[VariantResult], variants:
     by_name = {v.name: v for v in variants}
     for row in rows:
         variant = by_name.get(row.variant)
-        if variant is None or row.status is not VariantStatus.MEASURED or variant.format != "tflite" \
-                or variant.settings.get("mode") != "int8" or variant.parent == "keras-qat" \
-                or manifests[variant.parent].model.format not in ("keras", "h5"):
+        if variant is None or row.status is not VariantStatus.MEASURED:
+            continue
+        parent = ws.variant_dir(name, variant.parent) / manifests[variant.parent].model.file
+        model = ws.variant_dir(name, row.variant) / manifests[row.variant].model.file
+        if variant.format == "tflite" and variant.settings.get("mode") == "int8" and variant.parent != "keras-qat" \
+                and manifests[variant.parent].model.format in ("keras", "h5"):
+            job, args = debugger.tflite_layer_errors, (str(parent), str(data.representative))
+        elif variant.job is onnx_passes.quantize_static:
+            job, args = onnx_passes.qdq_layer_errors, (str(parent), str(model), str(data.representative))
+        else:
             continue
         out = ws.variant_dir(name, row.variant) / LAYERS_FILE
         stamp = manifests[row.variant].provenance.get("fingerprint")
@@ -287,10 +295,8 @@ def _debug_layers(ws: Workspace, name: str, rows: list[VariantResult], variants:
             row.extra["layers"] = cached["result"]
             continue
         report(f"{row.variant}: per-layer quantization error")
-        parent = ws.variant_dir(name, variant.parent) / manifests[variant.parent].model.file
         try:
-            result = run_isolated(debugger.tflite_layer_errors, str(parent), str(data.representative),
-                                  timeout=compress.timeout_s, log_path=out.with_suffix(".log"))
+            result = run_isolated(job, *args, timeout=compress.timeout_s, log_path=out.with_suffix(".log"))
         except StageFailed as exc:
             row.notes.append(f"per-layer debugging failed: {_first_lines(str(exc))}")
             continue
@@ -309,29 +315,50 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _repair(ws: Workspace, rows: list[VariantResult], manifests: dict[str, Manifest], root: Manifest,
             data: DataFiles, reference: dict[str, Any], reference_metric: dict[str, Any], compress: CompressSection,
             gate: GateSection, stamp: str, force: bool, report: Report) -> None:
-    """When full int8 fails the metric budget, keep its worst layers in float (1, 2, 4, ... of them, worst first)
-    until the result passes, or is no longer smaller than the best passing float TFLite model. The last attempt
-    becomes the row `tflite-int8-mixed` (its notes list every attempt)."""
-    broken = next((r for r in rows if r.variant == "tflite-int8" and r.status is VariantStatus.MEASURED), None)
-    if broken is None or broken.metric_drop is None or broken.metric_drop <= gate.max_metric_drop:
-        return
+    """Selective precision for each int8 variant that failed the metric budget (tflite-int8, onnx-qdq)."""
+    for broken_name, mixed_name in MIXED.items():
+        broken = next((r for r in rows if r.variant == broken_name and r.status is VariantStatus.MEASURED), None)
+        if broken is not None and broken.metric_drop is not None and broken.metric_drop > gate.max_metric_drop:
+            _repair_one(ws, broken, mixed_name, rows, manifests, root, data, reference, reference_metric, compress,
+                        gate, stamp, force, report)
+
+
+def _mixed_variant(broken: VariantResult, mixed_name: str, keep: list[dict[str, Any]], compress: CompressSection,
+                   manifests: dict[str, Manifest]) -> Variant:
+    names = [entry["layer"] for entry in keep]
+    tensors = [t for entry in keep for t in entry["tensors"]]
+    if broken.format == "tflite":
+        return Variant(mixed_name, "tflite", broken.parent or KERAS_ROOT, debugger.convert_mixed, "model.tflite",
+                       ("representative",), {"keep_float": names, "tensors": tensors})
+    settings = manifests[broken.variant].provenance.get("settings") or {}
+    return Variant(mixed_name, "onnx", broken.parent or "onnx-float32", onnx_passes.quantize_static, "model.onnx",
+                   ("representative",), {"method": settings.get("method", compress.onnx.calibration_method),
+                                         "per_channel": settings.get("per_channel", compress.onnx.per_channel),
+                                         "keep_float": names, "nodes_to_exclude": tensors})
+
+
+def _repair_one(ws: Workspace, broken: VariantResult, mixed_name: str, rows: list[VariantResult],
+                manifests: dict[str, Manifest], root: Manifest, data: DataFiles, reference: dict[str, Any],
+                reference_metric: dict[str, Any], compress: CompressSection, gate: GateSection, stamp: str,
+                force: bool, report: Report) -> None:
+    """Keep the broken variant's worst layers in float (1, 2, 4, ... of them, worst first) until the result passes,
+    or is no longer smaller than the best passing float model of its format. The last attempt becomes the row
+    `mixed_name` (its notes list every attempt)."""
     ranked = sorted((entry for entry in (broken.extra.get("layers") or {}).get("layers", [])
                      if math.isfinite(entry.get("error", math.nan))), key=lambda e: -e["error"])
     if not ranked:
         return
-    floats = [r.size_bytes for r in rows if r.variant in ("tflite-float32", "tflite-float16")
+    fmt = broken.format
+    floats = [r.size_bytes for r in rows if r.variant in (f"{fmt}-float32", f"{fmt}-float16")
               and r.status is VariantStatus.MEASURED and r.metric_drop is not None
               and r.metric_drop <= gate.max_metric_drop and r.size_bytes]
     limit = min(floats) if floats else None
     attempts: list[str] = []
-    count, mixed = 1, None
+    count, mixed, manifest = 1, None, None
     while count <= len(ranked):
-        keep = ranked[:count]
-        names = [entry["layer"] for entry in keep]
-        variant = Variant(MIXED_TFLITE, "tflite", broken.parent or KERAS_ROOT, debugger.convert_mixed,
-                          "model.tflite", ("representative",),
-                          {"keep_float": names, "tensors": [t for entry in keep for t in entry["tensors"]]})
-        report(f"{MIXED_TFLITE}: int8 with {', '.join(names)} in float")
+        variant = _mixed_variant(broken, mixed_name, ranked[:count], compress, manifests)
+        names = variant.settings["keep_float"]
+        report(f"{mixed_name}: int8 with {', '.join(names)} in float")
         try:
             manifest = _make_variant(ws, variant, manifests, root, data, reference, reference_metric, compress,
                                      stamp, force)
@@ -346,12 +373,14 @@ def _repair(ws: Workspace, rows: list[VariantResult], manifests: dict[str, Manif
         if limit is not None and mixed.size_bytes >= limit:
             attempts.append(f"stopped: no longer smaller than the best passing float model ({limit} bytes)")
             break
-        count = len(ranked) if count * 2 > len(ranked) > count else count * 2
-    if mixed is None:
+        if count == len(ranked):
+            break
+        count = min(count * 2, len(ranked))
+    if mixed is None or manifest is None:
         broken.notes.append("selective precision failed: " + "; ".join(attempts))
         return
-    manifests[MIXED_TFLITE] = manifest
-    mixed.notes.append(f"repairs tflite-int8 (drop {broken.metric_drop:.2f}) by keeping in float: "
+    manifests[mixed_name] = manifest
+    mixed.notes.append(f"repairs {broken.variant} (drop {broken.metric_drop:.2f}) by keeping in float: "
                        + ", ".join(mixed.extra["kept_float"]) + "; attempts: " + "; ".join(attempts))
     rows.append(mixed)
 
@@ -481,7 +510,8 @@ def _job_args(variant: Variant, source: Path, parent: Manifest, out: Path, data:
         source_format = "tflite" if parent.model.format == "tflite" else "keras"
         return (str(source), source_format, str(out), settings["opset"], str(data.parity), 1e-3)
     if variant.job is onnx_passes.quantize_static:
-        return (str(source), str(out), str(data.representative), settings["method"], settings["per_channel"])
+        return (str(source), str(out), str(data.representative), settings["method"], settings["per_channel"],
+                "qint8", "qint8", settings.get("nodes_to_exclude"))
     if variant.job is debugger.convert_mixed:
         return (str(source), str(out), str(data.representative), settings["keep_float"], settings["tensors"])
     if variant.job is onnx_passes.quantize_dynamic:

@@ -30,8 +30,10 @@ def spiky_model(path: Path) -> None:
     k = keras()
     k.utils.set_random_seed(0)
     inputs = k.Input((FEATURES,), name="features")
+    # `hidden` is wide enough that weights, not quantization overhead, make the file: int8 must be clearly smaller.
+    # (`spiky` stays narrow: at 256 units LiteRT's XNNPACK refuses the int8 model outright, scales out of range.)
     x = k.layers.Dense(32, activation="relu", name="spiky")(inputs)
-    x = k.layers.Dense(16, activation="relu", name="hidden")(x)
+    x = k.layers.Dense(256, activation="relu", name="hidden")(x)
     outputs = k.layers.Dense(CLASSES, activation="softmax", name="head")(x)
     model = k.Model(inputs, outputs)
     kernel, bias = model.get_layer("spiky").get_weights()
@@ -55,8 +57,9 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, ReportCar
     np.save(root / "calibration.npy", data(rng, 200))
     np.savez(root / "eval.npz", x=data(rng, 400))  # no labels: agreement with the float model
     spec = Spec.model_validate({"name": "spiky", "model": {"path": str(model)},
-                                "compress": {"variants": ["tflite-float32", "tflite-int8"]},
-                                "gate": {"max_metric_drop": 5.0, "objective": "smallest"}}, strict=False)
+                                "compress": {"variants": ["tflite-float32", "tflite-int8", "onnx-float32",
+                                                          "onnx-qdq"]},
+                                "gate": {"max_metric_drop": 10.0, "objective": "smallest"}}, strict=False)
     ws = Workspace(root / "ws")
     result = compress_file(model, ws, name="spiky", calibration_data=root / "calibration.npy",
                            eval_data=root / "eval.npz", spec=spec)
@@ -78,12 +81,26 @@ def test_debugger_names_the_keras_layers_and_finds_the_broken_one(card) -> None:
 def test_plain_int8_fails_and_mixed_passes_with_that_layer_in_float(card) -> None:
     ws, report = card
     int8, mixed = report.row("tflite-int8"), report.row("tflite-int8-mixed")
-    assert int8.status is VariantStatus.REJECTED and int8.metric_drop > 5.0
+    assert int8.status is VariantStatus.REJECTED and int8.metric_drop > 10.0
     assert mixed is not None and mixed.extra["kept_float"] == ["spiky"]
-    assert mixed.metric_drop <= 5.0 and mixed.status is VariantStatus.CHOSEN
+    assert mixed.metric_drop <= 10.0 and mixed.status is VariantStatus.CHOSEN
     assert mixed.size_bytes < report.row("tflite-float32").size_bytes
     assert "repairs tflite-int8" in " ".join(mixed.notes)
     md = render_markdown(load_report(ws.dist / "spiky" / "report"))
     assert "## Per-layer quantization error" in md and "| spiky |" in md
     assert "`tflite-int8-mixed` kept in float: spiky" in md
     assert (ws.dist / "spiky" / "report" / "layer_error.png").stat().st_size > 1000
+
+
+def test_onnx_qdq_is_debugged_by_node_and_repaired_with_nodes_to_exclude(card) -> None:
+    _, report = card
+    qdq, mixed = report.row("onnx-qdq"), report.row("onnx-qdq-mixed")
+    layers = qdq.extra["layers"]["layers"]
+    assert "onnxruntime qdq_loss_debug" in qdq.extra["layers"]["method"]
+    # Named by the float graph's layers (tf2onnx: "<model>/<layer>"). ORT's figures for this model tie (see
+    # DEVELOPERS), so which layer is worst is not asserted here; the repair must still keep spiky in float.
+    assert {entry["layer"].split("/")[-1] for entry in layers} <= set(LAYERS)
+    assert qdq.status is VariantStatus.REJECTED and qdq.metric_drop > 10.0
+    assert mixed is not None and mixed.metric_drop <= 10.0
+    assert "model/spiky" in mixed.extra["kept_float"] or any(n.endswith("/spiky") for n in mixed.extra["kept_float"])
+    assert len(mixed.extra["kept_float"]) < len(layers)  # not simply the float model again

@@ -282,8 +282,10 @@ def quantize_dynamic(source_path: str, out_path: str, per_channel: bool = False,
 
 
 def quantize_static(source_path: str, out_path: str, calibration_path: str, method: str = "minmax",
-                    per_channel: bool = False, activation_type: str = "qint8", weight_type: str = "qint8") -> dict:
-    """Static int8 quantization in QDQ format, activation ranges calibrated on preprocessed samples."""
+                    per_channel: bool = False, activation_type: str = "qint8", weight_type: str = "qint8",
+                    nodes_to_exclude: list[str] | None = None) -> dict:
+    """Static int8 quantization in QDQ format, activation ranges calibrated on preprocessed samples.
+    `nodes_to_exclude`: nodes (of the preprocessed graph) kept in float, for selective precision."""
     from onnxruntime import quantization as q
 
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
@@ -298,6 +300,9 @@ def quantize_static(source_path: str, out_path: str, calibration_path: str, meth
     settings = {"format": "QDQ", "method": method, "per_channel": bool(per_channel),
                 "activation_type": activation_type.lower(), "weight_type": weight_type.lower(), "extra_options": extra}
     calibration: dict[str, Any] = {}
+    kept_float = list(nodes_to_exclude or [])
+    if kept_float:
+        settings["nodes_to_exclude"] = kept_float
 
     def quantize(source: Path, target: Path, exclude: list[str], op_types: list[str] | None) -> None:
         session = _session(source)
@@ -311,7 +316,8 @@ def quantize_static(source_path: str, out_path: str, calibration_path: str, meth
         reader = _calibration_reader(q.CalibrationDataReader, feeds, batch)
         q.quantize_static(str(source), str(target), reader, quant_format=q.QuantFormat.QDQ,
                           op_types_to_quantize=op_types, per_channel=bool(per_channel), activation_type=activation,
-                          weight_type=weight, nodes_to_exclude=exclude, calibrate_method=methods[method],
+                          weight_type=weight, nodes_to_exclude=[*exclude, *kept_float],
+                          calibrate_method=methods[method],
                           extra_options=dict(extra))
 
     def check_feeds(session: Any) -> dict[str, np.ndarray]:
@@ -633,3 +639,88 @@ def _initializer_bytes(model: Any) -> int:
     from onnx import numpy_helper
 
     return int(sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer))
+
+
+# ---------------------------------------------------------------------------------------------- per-layer debugging
+
+ONNX_DEBUG_METHOD = "onnxruntime qdq_loss_debug (nodes grouped by the layer that made them)"
+ONNX_DEBUG_METRIC = ("noise / signal RMS (10^(-SQNR/20)): the layer output's own quantization noise, or the "
+                     "drift from the float model it adds, the worse")
+DEBUG_SAMPLES = 64
+
+
+def qdq_layer_errors(float_path: str, qdq_path: str, calibration_path: str) -> dict:
+    """Job: the error each node's quantized output adds in a QDQ model, by the float graph's node names, in graph
+    order: {"method", "metric", "layers": [{"layer", "op", "error", "tensors": [node names to exclude]}]}.
+
+    The QDQ model was quantized from the preprocessed float graph, so that graph (made again, deterministically)
+    names the nodes; ORT's `qdq_err` compares each tensor before its QuantizeLinear with its DequantizeLinear
+    output, i.e. the noise quantizing that tensor adds, not the noise accumulated up to it."""
+    import onnx
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization import qdq_loss_debug as debug
+
+    _require_file(float_path)
+    _require_file(qdq_path)
+    scratch_for = Path(qdq_path).with_name(f"{Path(qdq_path).name}.debug")
+    remove_stale_temporaries(scratch_for)
+    scratch = temp_path(scratch_for)
+    scratch.mkdir()
+    try:
+        source, _ = _preprocess(float_path, scratch / "preprocessed.onnx")
+        augmented = scratch / "augmented.onnx"
+        debug.modify_model_output_intermediate_tensors(str(qdq_path), str(augmented))
+        feeds = {name: array[:DEBUG_SAMPLES] for name, array in _load_feeds(calibration_path,
+                                                                            _session(qdq_path)).items()}
+        activations = debug.collect_activations(str(augmented), _calibration_reader(q.CalibrationDataReader, feeds, 1))
+        float_augmented = scratch / "float-augmented.onnx"
+        debug.modify_model_output_intermediate_tensors(str(source), str(float_augmented))
+        floats = debug.collect_activations(str(float_augmented),
+                                           _calibration_reader(q.CalibrationDataReader, feeds, 1))
+        errors = debug.compute_activation_error(debug.create_activation_matching(activations, floats))
+        graph = onnx.load(str(source)).graph
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    made_by = {output: node for node in graph.node for output in node.output}
+    drift = {tensor: _noise_ratio(f["xmodel_err"]) for tensor, f in errors.items() if "xmodel_err" in f}
+
+    def drift_of(tensor: str, seen: frozenset = frozenset()) -> float:
+        # A tensor the QDQ model does not quantize (fused into the next op) carries its inputs' drift.
+        if tensor in drift:
+            return drift[tensor]
+        node = made_by.get(tensor)
+        if node is None or tensor in seen:
+            return 0.0
+        return max((drift_of(i, seen | {tensor}) for i in node.input), default=0.0)
+
+    # Nodes grouped by the layer that made them (tf2onnx names them "<model>/<layer>/<op>"): a MatMul, its bias Add
+    # and its Relu are one layer, quantized (and kept in float) together.
+    layers: dict[str, dict[str, Any]] = {}
+    for node in graph.node:
+        if not node.name:
+            continue
+        group = node.name.rsplit("/", 1)[0] if "/" in node.name else node.name
+        entry = layers.setdefault(group, {"layer": group, "op": node.op_type, "error": 0.0, "tensors": []})
+        entry["tensors"].append(node.name)
+        error = 0.0
+        for tensor in node.output:
+            figures = errors.get(tensor) or {}
+            own = _noise_ratio(figures["qdq_err"]) if "qdq_err" in figures else 0.0
+            # What the node adds: its output's own quantization noise, or how much further from the float model
+            # its output is than its inputs were (quantized weights show only there).
+            added = drift.get(tensor, 0.0) - max((drift_of(i) for i in node.input), default=0.0) \
+                if tensor in drift else 0.0
+            error = max(error, own, added)
+        if error > entry["error"]:
+            entry["error"], entry["op"] = error, node.op_type
+    ranked = [entry for entry in layers.values() if entry["error"] > 0 or len(layers) == 1]
+    return {"method": ONNX_DEBUG_METHOD, "metric": ONNX_DEBUG_METRIC, "samples": len(next(iter(feeds.values()))),
+            "layers": ranked}
+
+
+def _noise_ratio(sqnr_db: float) -> float:
+    """ORT's signal-to-quantization-noise ratio (dB) as noise / signal RMS: larger is worse, 0 is exact."""
+    sqnr_db = float(sqnr_db)
+    if not np.isfinite(sqnr_db):
+        return 0.0 if sqnr_db > 0 else float("inf")
+    return float(10 ** (-sqnr_db / 20))
