@@ -57,6 +57,10 @@ SERVERS = (
     ServerSpec("kserve", "kserve", "kserve", False, "v1"),
 )
 SERVER_IDS = tuple(s.server for s in SERVERS)
+# MLServer 1.7.1's inference workers call asyncio.get_event_loop() in a fresh process, which uvloop 0.22+ refuses
+# ("There is no current event loop"): every worker dies and the model never loads. uvloop 0.21 is what it was
+# released against.
+EXTRA_REQUIREMENTS = {"mlserver": ["uvloop<0.22"]}
 
 Report = Callable[[str], None]
 
@@ -81,7 +85,7 @@ def runtime_pins() -> list[str]:
 def ensure_venv(root: Path, name: str, package: str | None, report: Report = _quiet) -> Path:
     """build/peers/<name>/ with the peer and the pinned runtimes (made once; reused while its record matches)."""
     venv = root / name
-    wanted = sorted(([package] if package else []) + runtime_pins())
+    wanted = sorted(([package] if package else []) + EXTRA_REQUIREMENTS.get(name, []) + runtime_pins())
     record = venv / ".edgemaas-peer.json"
     python = venv / "bin" / "python"
     if python.exists() and record.exists() and json.loads(record.read_text()).get("packages") == wanted:

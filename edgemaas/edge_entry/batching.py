@@ -59,6 +59,8 @@ class Batcher:
         self._pending = 0  # jobs queued or running
         self._arriving = 0  # requests being prepared on their threads: a worker may wait for them
         self._closed = False
+        self.batches = 0  # batches run, and the most samples in one (for tests and the log)
+        self.largest_batch = 0
         self._threads = [threading.Thread(target=self._work, args=(s,), daemon=True, name=f"batch-worker-{i}")
                          for i, s in enumerate(services)]
         for thread in self._threads:
@@ -110,6 +112,9 @@ class Batcher:
                 first = self._queue.popleft()
                 first.state = RUNNING
                 jobs = [first] if first.call is not None else self._collect(first)
+                if first.call is None:
+                    self.batches += 1
+                    self.largest_batch = max(self.largest_batch, sum(job.count for job in jobs))
             try:
                 if first.call is not None:
                     self._run_call(service, first)
