@@ -130,6 +130,7 @@ def dtypes_onnx(path: Path) -> Path:
 def _save_onnx(model: object, path: Path, check: bool = True) -> Path:
     import onnx
 
+    model.ir_version = 9  # onnxruntime 1.16.3 (Lambda's Python 3.10/3.11 on Amazon Linux 2) reads IR 9 at most
     if check:
         onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -90,6 +90,9 @@ class Manifest:
     # What the file itself carries, kept verbatim and shown by describe, never interpreted: ONNX metadata_props,
     # TFLite metadata entries and associated files ({"props": {...}, "files": [...]}).
     model_metadata: dict[str, Any] = field(default_factory=dict)
+    # Shapes the package-time smoke test ran ({input name: shape}): describe's examples and load checks use them for
+    # the dimensions the file leaves open (else 1, which a model may not be able to run).
+    example_shapes: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":

@@ -89,22 +89,30 @@ class ServingModel:
             tensors["metadata"] = self.manifest.model_metadata or self.backend.metadata
         return tensors
 
-    def examples(self) -> dict[str, Any]:
-        """One request per accepted form, with every dynamic dimension at 1. A tensor of more than EXAMPLE_VALUES
-        values is described in words instead (a describe reply must stay small), and the reply says so."""
-        shapes = [[d if d >= 0 else 1 for d in t.shape] for t in self.tensor_inputs]
+    def example_request(self) -> tuple[str, dict[str, Any]]:
+        """(path, body) of a request this model answers, in full (no values described in words): for load checks."""
+        route, body = next(iter(self.examples(full=True).items()))
+        return route.split()[1], body
+
+    def examples(self, full: bool = False) -> dict[str, Any]:
+        """One request per accepted form, with open dimensions as the package-time smoke test ran them (else 1).
+        Unless `full`, a tensor of more than EXAMPLE_VALUES values is described in words (describe stays small)."""
+        known = self.manifest.example_shapes
+        shapes = [list(known[t.name]) if t.name in known else [d if d >= 0 else 1 for d in t.shape]
+                  for t in self.tensor_inputs]
+        limit = None if full else EXAMPLE_VALUES
         examples: dict[str, Any] = {}
         if TENSORS in self.forms:
             examples["POST /predict (tensors)"] = {"inputs": {
-                t.name: _example(shape, t.dtype, nested=True) for t, shape in zip(self.tensor_inputs, shapes)}}
+                t.name: _example(shape, t.dtype, True, limit) for t, shape in zip(self.tensor_inputs, shapes)}}
         if BATCH in self.forms and self._inputs:
-            samples = {p.field: ["turn on the lights"] if p.kind == "text" else [_example(p.shape, "float32", True)]
+            samples = {p.field: ["turn on the lights"] if p.kind == "text" else [_example(p.shape, "float32", True, limit)]
                        for p in self._inputs}
             examples["POST /predict (batch)"] = {"inputs": next(iter(samples.values())) if len(samples) == 1
                                                  else samples}
         examples[f"POST /v2/models/{self.name}/infer"] = {"inputs": [
             {"name": t.name, "shape": shape, "datatype": oip.DATATYPES.get(t.dtype, t.dtype.upper()),
-             "data": _example(shape, t.dtype, nested=False)}
+             "data": _example(shape, t.dtype, False, limit)}
             for t, shape in zip(self.tensor_inputs, shapes)]}
         return examples
 
@@ -211,10 +219,10 @@ def from_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
 EXAMPLE_VALUES = 256
 
 
-def _example(shape: list[int], dtype: str, nested: bool) -> Any:
-    """Zeros of `shape` (nested lists, or flat for the OIP), or words saying what to send when that is large."""
+def _example(shape: list[int], dtype: str, nested: bool, limit: int | None = EXAMPLE_VALUES) -> Any:
+    """Zeros of `shape` (nested lists, or flat for the OIP), or words saying what to send when over `limit`."""
     count = int(np.prod(shape)) if shape else 1
-    if count > EXAMPLE_VALUES:
+    if limit is not None and count > limit:
         layout = "nested lists" if nested else "a flat row-major list"
         return f"<{count} {dtype} values of shape {shape} as {layout}>"
     zeros = np.zeros(shape, dtype=dtype)

@@ -150,4 +150,8 @@ def smoke_imported(model_dir: Path, input_shapes: dict[str, list[int]] | None = 
     manifest = read_manifest(model_dir)
     example = load_example(example_input, manifest) if example_input is not None else None
     request, notes = smoke_request(manifest, input_shapes, example)
-    return run_smoke(model_dir, request, notes).lines()
+    result = run_smoke(model_dir, request, notes)
+    # Recorded so describe's examples and later load checks use shapes this model is known to run.
+    manifest.example_shapes = {name: shape for name, shape, _ in result.inputs}
+    manifest.save(model_dir)
+    return result.lines()

@@ -23,7 +23,7 @@ from pathlib import Path
 from edgemaas.errors import UserError
 from edgemaas.packaging.common import dependencies
 
-# The first example request of the model's own describe(), through the one HTTP entry point the handler uses.
+# The model's own example request (in full; with the smoke test's shapes), through the handler's HTTP entry point.
 _PROBE = r"""
 import json, sys
 import numpy
@@ -33,8 +33,8 @@ try:
     model = load_model(sys.argv[1])
 except Exception as exc:
     print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"})); sys.exit(0)
-key, body = next(iter(model.describe()["examples"].items()))
-reply = Service(model).dispatch("POST", key.split()[1], json.dumps(body))
+path, body = model.example_request()
+reply = Service(model).dispatch("POST", path, json.dumps(body))
 print(json.dumps({"ok": reply.status == 200, "status": reply.status, "backend": model.backend.name,
                   "numpy": numpy.__version__, "error": "" if reply.status == 200 else json.dumps(reply.body)}))
 """
