@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         results[name] = {"params": made["params"], "objectives": {o: regate(made["card"], o) for o in OBJECTIVES}}
+        # After every model: a long run that is stopped still leaves what it measured.
+        atomic_write_json(args.json or args.workdir / "compression_cost.json", {"partial": True, "results": results})
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = describe_cpu(cpu_info())
     text = markdown(results, machine, when)
