@@ -203,8 +203,8 @@ def test_phone_packages_report_accelerator_coverage(built: BuildRow, workspace: 
                                                     platform: str) -> None:
     import onnxruntime as ort
 
-    package = package_mobile(platform, [workspace.variant_dir(NAME, INT8), workspace.variant_dir(NAME, "tflite-float16")],
-                             workspace.variant_dir(NAME, "onnx-float32"), tmp_path / platform)
+    tflite = [workspace.variant_dir(NAME, INT8), workspace.variant_dir(NAME, "tflite-float16")]
+    package = package_mobile(platform, tflite, workspace.variant_dir(NAME, "onnx-float32"), tmp_path / platform)
     providers = package.usability["execution_providers"]
     wanted = "NNAPI" if platform == "android" else "CoreML MLProgram"
     assert 0 < providers[wanted]["supported_nodes"] <= providers[wanted]["total_nodes"]

@@ -1,4 +1,5 @@
-"""The attention built-in's spec: the same data, split and tokenizer settings as the GRU model it is measured against."""
+"""The attention built-in's spec: the same data, split and tokenizer settings as the GRU model it is measured
+against."""
 
 from __future__ import annotations
 
