@@ -484,42 +484,63 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch_batched(self, method: str, path: str, body: bytes) -> None:
         """Micro-batching on: a batch-form prediction joins a batch; anything else, and any request that does not
-        prepare or format cleanly, runs alone in a worker through `Service.dispatch` (the same answer or error)."""
+        prepare or format cleanly, runs alone in a worker through `Service.dispatch` (the same answer or error).
+        Parsing a body holds a slot of the gate, as without batching, so the memory formula holds either way."""
         batcher = self.server.batcher
         assert batcher is not None
+        gate, queue_timeout = self.server.gate, self.server.settings.queue_timeout_s
         request_id = uuid.uuid4().hex
         reply = None
         if path in ("/", "/predict") and len(body) <= BATCH_BODY_LIMIT:
+            if not gate.acquire(len(body), queue_timeout):
+                self._workers_busy()
+                return
             batcher.arriving(1)
             try:
                 arrays = self._prepare(body)
                 job = Job(arrays, None) if arrays is not None else None
-                if job is not None and not batcher.submit(job):
-                    self._queue_full()
-                    return
+                queued = job is None or batcher.submit(job)
             finally:
+                gate.release()
                 batcher.arriving(-1)
+            if not queued:
+                self._queue_full()
+                return
             if job is not None:
-                if not batcher.wait(job, self.server.settings.queue_timeout_s):
+                if not batcher.wait(job, queue_timeout):
                     self._workers_busy()
                     return
                 if job.error is None:
                     reply = self._batch_reply(job.result)
         if reply is None:
+            reply = self._run_alone(method, path, body, request_id)
+        if reply is not None:
+            self._send(reply)
+
+    def _run_alone(self, method: str, path: str, body: bytes, request_id: str) -> Reply | None:
+        """`Service.dispatch` in a worker, under a slot of the gate; None when an error was already sent."""
+        batcher, gate = self.server.batcher, self.server.gate
+        queue_timeout = self.server.settings.queue_timeout_s
+        assert batcher is not None
+        if not gate.acquire(len(body), queue_timeout):
+            self._workers_busy()
+            return None
+        try:
             job = Job(None, lambda service: _dispatched(service, method, path, body, request_id))
             if not batcher.submit(job):
                 self._queue_full()
-                return
-            if not batcher.wait(job, self.server.settings.queue_timeout_s):
+                return None
+            if not batcher.wait(job, queue_timeout):
                 self._workers_busy()
-                return
-            if isinstance(job.error, MemoryError):
-                self._out_of_memory()
-                return
-            if job.error is not None:
-                raise job.error
-            reply = job.result
-        self._send(reply)
+                return None
+        finally:
+            gate.release()
+        if isinstance(job.error, MemoryError):
+            self._out_of_memory()
+            return None
+        if job.error is not None:
+            raise job.error
+        return job.result
 
     def _prepare(self, body: bytes) -> list | None:
         """The preprocessed arrays of a batch-form request, or None when it is anything else (or is refused: the
