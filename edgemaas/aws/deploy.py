@@ -313,7 +313,8 @@ def plan(aws: Aws, request: DeployRequest) -> Plan:
             steps.append(Step("configuration", name, "update", f"{', '.join(differs)} changed"))
             config_changes = True
         else:
-            steps.append(Step("configuration", name, NO_OP, "memory, timeout, runtime, environment, layers, SnapStart as wanted"))
+            steps.append(Step("configuration", name, NO_OP,
+                              "memory, timeout, runtime, environment, layers, SnapStart as wanted"))
         tags = function.get("Tags") or {}
         stale = {k: v for k, v in request.tags.items() if tags.get(k) != v}
         if stale:

@@ -1,5 +1,6 @@
 """Issue 14: every Lambda Python runtime and architecture gets wheels whose ELF files fit its glibc, the model is
 loaded with the runtime release that ships, and a model that release cannot load falls back to the other format.
+(The python3.11 package's local invoke through awslambdaric: tests/integration/test_runtime_matrix_invoke.py.)
 
 The per-target wheels come from PyPI through `pip install --platform` into the packager's cache (first run: about
 two minutes of downloads; later runs read the cache).
@@ -7,19 +8,15 @@ two minutes of downloads; later runs read the cache).
 
 from __future__ import annotations
 
-import json
 import shutil
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from edgemaas.errors import UserError
-from edgemaas.local import invoke_local
 from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 from edgemaas.packaging.common import dependencies
-from edgemaas.packaging.common.glibc import check_tree, parse_version
-from edgemaas.pipeline import smoke_event
+from edgemaas.packaging.common.glibc import check_tree
 from edgemaas.packaging.common.matrix import ELF_MACHINE, LAMBDA_OS, matrix, plan
 from edgemaas.runtime import read_manifest
 from edgemaas.runtime.manifest import sha256_file
@@ -41,29 +38,6 @@ def test_every_wheel_of_every_target_needs_no_newer_glibc_than_its_runtime(
     assert check.machines == [ELF_MACHINE[arch]]
     assert check.ok, check.problem()
     assert check.needed is not None and check.needed <= allowed
-
-
-def test_python311_package_ships_al2_wheels_and_invokes_with_them(trained: Workspace, tmp_path: Path) -> None:
-    package = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "lambda", trained.cache(),
-                             "3.11", "x86_64", "zip")
-    assert package.requirements == ["numpy==1.26.4", "ai-edge-litert==1.4.0"]
-    assert package.warnings == [] and package.fallback == ""
-    assert package.glibc is not None and package.glibc["ok"] and package.glibc["target_glibc"] == "2.26"
-    assert parse_version(package.glibc["needed"]) <= (2, 26)
-    assert package.load_check == {"ok": True, "executed": True, "exact_wheels": True, "backend": "ai-edge-litert",
-                                  "ran_with": "Python 3.11 x86_64: numpy==1.26.4, ai-edge-litert==1.4.0",
-                                  "error": ""}
-    recorded = json.loads((tmp_path / "lambda" / "package.json").read_text())
-    assert recorded["glibc"] == package.glibc and recorded["load_check"] == package.load_check
-    with zipfile.ZipFile(package.zip_path) as archive:
-        names = set(archive.namelist())
-    assert "numpy-1.26.4.dist-info/METADATA" in names and "ai_edge_litert-1.4.0.dist-info/METADATA" in names
-    # awslambdaric runs the handler with -S: the zip's numpy 1.26.4 and ai-edge-litert 1.4.0 are the only ones it
-    # can import, so an answer means the AL2 wheels served it.
-    result = invoke_local(Path(package.zip_path), [smoke_event(trained, "cnn")])[0]
-    assert result.function_error is None, result.error_message
-    assert "label" in result.payload["predictions"][0], result.payload
-    assert "backend ai-edge-litert" in result.logs
 
 
 def test_arm64_on_amazon_linux_2_ships_onnx_with_a_message(trained: Workspace, tmp_path: Path) -> None:
