@@ -120,3 +120,9 @@ def explain_runtime(python: str | None = None, arch: str | None = None) -> str:
         lines.append(f"| python{p.python} | {p.arch} | {p.os.name} ({version_text(p.os.glibc)}) | {p.wanted} | "
                      f"{ships} | {', '.join(p.requirements) or '-'} | {p.why} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m edgemaas.packaging.common.matrix [PYTHON [ARCH]]: the table, until the CLI flag
+    import sys
+
+    print(explain_runtime(*(sys.argv[1:3] or [])), end="")
