@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    architecture: Literal["linear", "cnn", "rnn", "nlp"] | None = None
+    architecture: Literal["linear", "cnn", "rnn", "nlp", "attention"] | None = None
     path: str | None = Field(None, description="a model file you bring: .keras, .h5, SavedModel dir, .tflite, .onnx")
     params: dict[str, int | float | str] = Field(default_factory=dict)
     trust_code: bool = Field(False, description="load Python code stored in a Keras file at path (Lambda layers)")

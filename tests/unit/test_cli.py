@@ -41,7 +41,7 @@ def test_unknown_package_target(runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(cli, ["package", "nothing-here"])
     assert result.exit_code == 1
     assert result.output == ("Error: nothing-here: no such spec, model file or built-in model name "
-                             "(built-ins: cnn, linear, nlp, rnn)\n")
+                             "(built-ins: attention, cnn, linear, nlp, rnn)\n")
 
 
 def test_garbage_model_file(runner: CliRunner, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def test_every_error_is_listed_at_once(tmp_path: Path) -> None:
     path = write(tmp_path, "name: m\nmodel: {architecture: transformer}\ndata: {dataset: digits}\n"
                            "package: {arch: x86, memory_mb: 64}\n")
     message = error_of(path)
-    assert "  model.architecture: Input should be 'linear', 'cnn', 'rnn' or 'nlp' (got 'transformer')" in message
+    assert "  model.architecture: Input should be 'linear', 'cnn', 'rnn', 'nlp' or 'attention' (got 'transformer')" in message
     assert "  package.arch: Input should be 'x86_64' or 'arm64' (got 'x86')" in message
     assert "  package.memory_mb: Input should be greater than or equal to 128 (got 64)" in message
 
