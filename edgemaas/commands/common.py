@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from edgemaas.errors import UserError
 from edgemaas.units import human_size
@@ -45,8 +46,11 @@ def workspace() -> Workspace:
     return Workspace(Path("."))
 
 
-def status_printer(message: str) -> Callable[[str], None]:
-    return lambda step: console.print(f"[dim]{message}: {step}[/dim]")
+def status_printer(message: str, target: Console | None = None) -> Callable[[str], None]:
+    """A callback printing `message: step` dimmed on stderr. Both are escaped: a step naming a file or a shape such
+    as `[batch, samples]` must print as written, not be read as rich markup."""
+    printer = target or console
+    return lambda step: printer.print(f"[dim]{escape(message)}: {escape(step)}[/dim]")
 
 
 
