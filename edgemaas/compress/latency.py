@@ -77,6 +77,19 @@ def target_differs(info: dict[str, Any], arch: str) -> str:
             "variants in particular may not have there")
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS (kB). VmHWM, not getrusage's ru_maxrss: a process started by fork + exec carries
+    its parent's high-water mark in ru_maxrss (measured: every variant read 131.8 MB, the parent's), while VmHWM
+    belongs to the new address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def median_ci(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
     """Distribution-free 95% confidence interval of the median (order statistics)."""
     ordered = np.sort(np.asarray(samples, dtype=np.float64))
@@ -99,8 +112,7 @@ def time_variant(variant_dir: str, input_path: str, threads: int, runs: int, war
         start = time.perf_counter()
         model.infer([sample])
         timings.append((time.perf_counter() - start) * 1000.0)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    return {"timings_ms": timings, "peak_rss_mb": round(peak_kb / 1024.0, 1), "backend": model.backend.name,
+    return {"timings_ms": timings, "peak_rss_mb": round(peak_rss_kb() / 1024.0, 1), "backend": model.backend.name,
             "cpu": cpu_info()}
 
 
