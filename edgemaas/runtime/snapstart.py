@@ -20,9 +20,9 @@ import numpy as np
 
 
 def warm(service: Any, model: Any) -> int:
-    """Answer the model's first describe() example through `service` (what a request would run); its HTTP status."""
-    key, body = next(iter(model.describe()["examples"].items()))
-    return service.dispatch("POST", key.split()[1], json.dumps(body)).status
+    """Answer the model's own full example request through `service` (what a request would run); its HTTP status."""
+    path, body = model.example_request()
+    return service.dispatch("POST", path, json.dumps(body)).status
 
 
 def reseed() -> None:
