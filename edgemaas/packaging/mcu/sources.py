@@ -10,7 +10,8 @@
 
 A float model, an op TFLM has no kernel for, or a custom op TFLM does not ship is refused with what to do instead,
 before anything is written. TFLM runs fixed shapes, so the shape arithmetic a dynamic batch leaves in the graph is
-folded into constants first (batch 1; see `tflite_graph.freeze_shapes`).
+folded into constants first (batch 1; see `tflite_graph.freeze_shapes`), and ops are checked on the folded graph:
+SHAPE/REDUCE_PROD/... that fold away (every Dense on a 3-D tensor leaves some) are no reason to refuse.
 """
 
 from __future__ import annotations
@@ -109,14 +110,22 @@ def package_mcu(variant_dir: Path, out_dir: Path) -> McuPackage:
     manifest, source = _read_variant(variant_dir)
     label = f"{manifest.name}/{manifest.variant}"
     graph = read_graph(source)
-    refusal = refusal_reason(graph, manifest.name)
+    refusal = type_refusal(graph, manifest.name)  # float/int16 first: freezing would run a model TFLM refuses anyway
     if refusal:
         raise UserError(f"{label}: {refusal}")
     try:
         model, frozen_ops = freeze_shapes(source)
     except (ValueError, RuntimeError) as exc:  # the LiteRT interpreter could not load or run it
-        raise UserError(f"{label}: LiteRT cannot run this model ({exc}); rebuild the variant") from None
+        # An op neither runtime has (a custom op, say) is better named than LiteRT's load error.
+        refusal = op_refusal(graph)
+        raise UserError(f"{label}: {refusal}" if refusal else
+                        f"{label}: LiteRT cannot run this model ({exc}); rebuild the variant") from None
     graph = read_graph(model) if frozen_ops else graph
+    # Ops are checked after freezing: the shape arithmetic of a dynamic batch (SHAPE, REDUCE_PROD, ...) folds
+    # away at batch 1, so only ops that really run on the device can be refused.
+    refusal = op_refusal(graph)
+    if refusal:
+        raise UserError(f"{label}: {refusal}")
     ops = graph.op_names()
     methods = [resolver_method(op) for op in ops]
     arena = estimate_arena(graph)
@@ -153,6 +162,11 @@ def _read_variant(variant_dir: Path) -> tuple[Manifest, bytes]:
 
 def refusal_reason(graph: Graph, name: str) -> str | None:
     """Why TFLM cannot run this graph as an int8 model, with what to do instead; None when it can."""
+    return type_refusal(graph, name) or op_refusal(graph)
+
+
+def type_refusal(graph: Graph, name: str) -> str | None:
+    """Why TFLM cannot run this graph's tensor types (float, int16 activations); None when it can."""
     floats = [t for t in graph.tensors if t.dtype in FLOAT_TYPES]
     if floats:
         io = [f"{kind} '{graph.tensors[i].name}' is {graph.tensors[i].dtype.lower()}"
@@ -167,6 +181,11 @@ def refusal_reason(graph: Graph, name: str) -> str | None:
     if wide:
         return (f"{len(wide)} activations are int16 (int16x8 quantization), which only some TFLM kernels take. "
                 f"To fix it, {_FLOAT_ADVICE.format(name=name)}")
+    return None
+
+
+def op_refusal(graph: Graph) -> str | None:
+    """Which of this graph's ops TFLM has no kernel for (or custom ops it does not ship); None when it has all."""
     problems = []
     for op, count in Counter(op.name for ops in graph.subgraph_ops for op in ops if not _runnable(op)).items():
         custom = any(o.custom and o.name == op for ops in graph.subgraph_ops for o in ops)

@@ -230,7 +230,13 @@ def freeze_shapes(data: bytes, parity_samples: int = 8) -> tuple[bytes, list[str
             tensor = main.tensors[out]
             tensor.buffer = len(model.buffers) - 1
             tensor.shape = np.array(value.shape, dtype=np.int32)
-    for tensor in main.tensors:  # the frozen graph holds batch-1 constants: it no longer resizes
+    for i, tensor in enumerate(main.tensors):  # the frozen graph holds batch-1 constants: it no longer resizes
+        if tensor.shapeSignature is not None and not _has_data(model, tensor):
+            # The converter stores placeholder dims (1) where the signature says -1, and TFLM's RESHAPE trusts the
+            # stored output shape: record the shape LiteRT actually used at batch 1.
+            used = _used_shape(original, i)
+            if used is not None:
+                tensor.shape = used
         tensor.shapeSignature = None
     drop = set(folded)
     main.operators = [op for i, op in enumerate(main.operators) if i not in drop]
@@ -249,6 +255,14 @@ def freeze_shapes(data: bytes, parity_samples: int = 8) -> tuple[bytes, list[str
             raise StageFailed("freezing the shape ops changed the model's outputs; package the model as converted "
                               "and report this as a bug")
     return frozen, names
+
+
+def _used_shape(interpreter, index: int) -> np.ndarray | None:
+    """The shape tensor `index` had in the interpreter's last run; None for a tensor it did not keep."""
+    try:
+        return np.array(interpreter.get_tensor(index).shape, dtype=np.int32)
+    except ValueError:
+        return None
 
 
 def buffer_offsets(data: bytes) -> list[tuple[int, int]]:
