@@ -84,11 +84,14 @@ def test_arm64_and_python_312_wheels(trained: Workspace, tmp_path: Path) -> None
         assert pycs and all(n.endswith(".cpython-312.pyc") for n in pycs)
 
 
-def test_python_311_warns_about_amazon_linux_2(packaged_cnn: Path) -> None:
+def test_python_311_package_fits_amazon_linux_2_without_a_warning(packaged_cnn: Path) -> None:
+    # Issue 14 replaced the old "needs glibc 2.27, use --python-version 3.12" warning with wheels that fit.
     import json
 
-    warnings = json.loads((packaged_cnn.parent / "package.json").read_text())["warnings"]
-    assert any("Amazon Linux 2" in w and "--python-version 3.12" in w for w in warnings)
+    record = json.loads((packaged_cnn.parent / "package.json").read_text())
+    if record["python_version"] in ("3.10", "3.11"):
+        assert not any("Amazon Linux 2" in w for w in record["warnings"])
+        assert record["glibc"]["ok"] and record["glibc"]["target_glibc"] == "2.26"
 
 
 def test_runtime_without_wheels_fails_with_alternatives(tmp_path: Path) -> None:
