@@ -61,8 +61,8 @@ def run_serving(ws: Workspace, models: Sequence[str] = DEFAULT_MODELS, servers: 
         raise UserError(f"unknown server(s) {', '.join(sorted(unknown)) or '(none given)'}; choose from "
                         f"{', '.join(s.server for s in SERVERS)}")
     venv_root = venv_root or REPO / "build" / "peers"
+    inputs = {model: model_inputs(ws, model) for model in models}  # a model that is not built: before any install
     venvs = {s.venv: ensure_venv(venv_root, s.venv, s.package, report) for s in specs}
-    inputs = {model: model_inputs(ws, model) for model in models}
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     logs = Path(tempfile.mkdtemp(prefix="edgemaas-serving-"))
