@@ -26,6 +26,10 @@ MODEL_DIR = os.environ.get("EDGEMAAS_MODEL_DIR", os.path.join(os.path.dirname(os
 _IMPORTED = time.perf_counter()
 MODEL = load_model(MODEL_DIR)  # at init: a model that cannot load fails the deployment, not each request
 SERVICE = Service(MODEL, max_body_bytes=MAX_BODY_BYTES)
+if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":  # set by Lambda on SnapStart functions only
+    from edgemaas.runtime.snapstart import register as register_snapstart  # noqa: E402
+
+    register_snapstart(SERVICE, MODEL)  # warm with one inference before the snapshot, re-seed after restore
 # One line per cold start, in the function's log: where the init time went.
 print(f"edgemaas init: imports {(_IMPORTED - _STARTED) * 1000:.1f} ms, model load "
       f"{(time.perf_counter() - _IMPORTED) * 1000:.1f} ms, backend {MODEL.backend.name}, model {MODEL.name} "

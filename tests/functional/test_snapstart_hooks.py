@@ -60,3 +60,27 @@ def test_register_hands_both_hooks_to_the_runtime_and_its_runner_calls_them(trai
     lambda_runtime_hooks_runner.run_after_restore()  # runs reseed
     assert random.random() != first
     get_after_restore().clear()  # leave the process-wide registry as it was for other tests
+
+
+@pytest.mark.parametrize("init_type, registered", [("snap-start", 2), ("on-demand", 0)])
+def test_handler_registers_the_hooks_only_on_snapstart_functions(trained: Workspace, init_type: str,
+                                                                 registered: int) -> None:
+    """Lambda sets AWS_LAMBDA_INITIALIZATION_TYPE=snap-start on SnapStart functions; the handler's init registers
+    the two hooks there and nowhere else (a fresh process: the hook registry is process-wide)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from edgemaas.resources import handler_file
+
+    probe = ("import json, runpy\n"
+             "from snapshot_restore_py import get_after_restore, get_before_snapshot\n"
+             f"runpy.run_path({str(handler_file())!r})\n"
+             "print(json.dumps(len(get_before_snapshot()) + len(get_after_restore())))\n")
+    env = {**os.environ, "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
+           "EDGEMAAS_MODEL_DIR": str(trained.variant_dir("cnn", "tflite-int8"))}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == registered
