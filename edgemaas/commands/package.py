@@ -16,6 +16,15 @@ from edgemaas.packaging.target import PackageRequest, Target, TargetOption
 from edgemaas.targets import TARGETS, target_options
 
 
+def _explain_runtime(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from edgemaas.packaging.common.matrix import explain_runtime
+
+    click.echo(explain_runtime(), nl=False)  # plain Markdown: pastes into docs as is
+    ctx.exit(0)
+
+
 def _target_help() -> str:
     return "; ".join(f"{t.name}: {t.help}" for t in TARGETS.values()) + "."
 
@@ -41,6 +50,9 @@ def _with_target_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--example-input", type=click.Path(dir_okay=False, path_type=Path),
               help="A model file you bring: a .npz with one array per input, keyed by the input's name, for the "
                    "package-time smoke test.")
+@click.option("--explain-runtime", is_flag=True, is_eager=True, expose_value=False, callback=_explain_runtime,
+              help="Print which inference runtime and wheels each Lambda Python runtime and architecture gets, and "
+                   "why (glibc of Amazon Linux 2 / 2023), then exit. Needs no TARGET.")
 @click.option("--trust-model-code", is_flag=True,
               help="Load a Keras file you bring even though it stores Python code (Lambda layers), which runs when "
                    "it loads. Only for files from a source you trust.")
@@ -60,6 +72,7 @@ def package(target: str, kind: str, variant: str | None, name: str | None, label
       edgemaas package cnn --target edge --platform linux_aarch64 --with-deps
       edgemaas package cnn --target mcu
       edgemaas package nlp --target android
+      edgemaas package --explain-runtime
     """
     from edgemaas.user_models.smoke import parse_input_shapes
 
