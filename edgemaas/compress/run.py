@@ -609,6 +609,16 @@ def _price_row(row: VariantResult, prices: Prices, max_duration_ms: float | None
     return costs
 
 
+def measurably_slower(row: VariantResult, reference: VariantResult) -> bool:
+    """Whether `row`'s p50 is above `reference`'s beyond what the measurement can tell apart: when both carry the 95%
+    confidence interval of their median (fresh-process timing), the intervals must not overlap; a float16 file that
+    runs the float32 kernels is otherwise rejected or not by a coin toss. Without intervals, the p50s compare as is."""
+    mine, theirs = (r.extra.get("latency") or {} for r in (row, reference))
+    if mine.get("ci95_ms") and theirs.get("ci95_ms"):
+        return float(mine["ci95_ms"][0]) > float(theirs["ci95_ms"][1])
+    return row.latency_p50_ms > reference.latency_p50_ms
+
+
 def _rejection(row: VariantResult, float_row: VariantResult | None, costs: dict[str, LambdaCost | None],
                gate: GateSection, objective: Objective, unit: str) -> str:
     """Why the row cannot ship ("" when it can)."""
@@ -617,7 +627,7 @@ def _rejection(row: VariantResult, float_row: VariantResult | None, costs: dict[
             if row.metric_drop is not None else "no metric was measured"
     p50 = row.latency_p50_ms
     if objective is not Objective.SMALLEST and row is not float_row and float_row is not None \
-            and p50 is not None and float_row.latency_p50_ms is not None and p50 > float_row.latency_p50_ms:
+            and p50 is not None and float_row.latency_p50_ms is not None and measurably_slower(row, float_row):
         return (f"slower than {float_row.variant} ({p50:.3g} ms vs {float_row.latency_p50_ms:.3g} ms p50): "
                 f"it would make inference dearer, not cheaper")
     if gate.max_p50_ms is not None and p50 is not None:

@@ -119,3 +119,23 @@ def test_latency_limit_on_lambda_rejects_what_no_memory_can_bring_under_it() -> 
     assert rows[1].status is VariantStatus.REJECTED  # slower than float, and over the limit
     # Within the limit, the float model's memory is pushed up until 0.5 x 1769 / M <= 1.0 ms.
     assert selection.lambda_choice["formats"]["tflite"]["memory_mb"] >= 885
+
+
+def timed(name: str, size: int, ms: float, ci: tuple[float, float]) -> VariantResult:
+    result = row(name, 0.0, size, ms)
+    result.extra = {"latency": {"ci95_ms": list(ci), "peak_rss_mb": 100.0}}
+    return result
+
+
+def test_slower_means_slower_beyond_the_measurements_confidence_interval() -> None:
+    # float16 runs float32's kernels: 0.00908 vs 0.00893 ms with overlapping intervals is noise, not "slower".
+    noise = [timed("tflite-float32", 400, 0.00893, (0.00880, 0.00910)),
+             timed("tflite-float16", 200, 0.00908, (0.00895, 0.00920))]
+    selection = gate_variants(noise, GateSection(), "classification", True, KERAS_ROOT)
+    assert selection.chosen["tflite"] == "tflite-float16" and not noise[1].reason.startswith("slower than ")
+    # Intervals apart: really slower, and rejected whatever the file size.
+    slower = [timed("tflite-float32", 400, 0.00893, (0.00880, 0.00910)),
+              timed("tflite-int8", 100, 0.03110, (0.03000, 0.03200))]
+    selection = gate_variants(slower, GateSection(), "classification", True, KERAS_ROOT)
+    assert selection.chosen["tflite"] == "tflite-float32"
+    assert slower[1].status is VariantStatus.REJECTED and slower[1].reason.startswith("slower than tflite-float32")
