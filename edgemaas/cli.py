@@ -111,18 +111,27 @@ cli.add_command(compress, "convert")
 
 @cli.command()
 @click.argument("name")
+@click.option("--layers", is_flag=True,
+              help="Print the error each layer adds in every int8 variant (worst first, the model's own layer "
+                   "names) and which layers each -mixed variant kept in float, instead of the variants table.")
 @handle_errors
-def report(name: str) -> None:
+def report(name: str, layers: bool) -> None:
     """Print the compression report card of NAME and where its files and plots are.
 
     \b
-    Example:
+    Examples:
       edgemaas report cnn
+      edgemaas report cnn --layers
     """
+    from edgemaas.compress.records import ReportCard
     from edgemaas.compress.report import load_report, report_table
+    from edgemaas.compress.report_extra import layers_text
 
     directory = workspace().dist / name / "report"
     card = load_report(directory)
+    if layers:
+        click.echo(layers_text(ReportCard.from_dict(card)).rstrip("\n"))
+        return
     out.print(report_table(card))
     for path in sorted(directory.glob("*")):
         console.print(f"  {path}")
