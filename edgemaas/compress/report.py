@@ -225,6 +225,9 @@ def render_markdown(report: AnyReport) -> str:
                 lines.append(f"- `{row.variant}`:{_md_reason(str(note))}")
         lines.append("")
 
+    if card.extra.get("inputs"):  # a model with several inputs or outputs: every tensor, as it is served
+        lines += ["## Tensors", "", *(f"- input `{t}`" for t in card.extra["inputs"]),
+                  *(f"- output `{t}`" for t in card.extra.get("outputs", [])), ""]
     lines += report_extra.cost_markdown(card)
     lines += report_extra.layers_markdown(card)
     lines += ["## Plots", "", f"![gzipped size vs {metric}]({SIZE_PLOT})", "", f"![p50 latency]({LATENCY_PLOT})", "",

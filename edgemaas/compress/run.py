@@ -25,6 +25,7 @@ from edgemaas.compress.records import (MetricSource, Objective, Reference, Repor
 from edgemaas.fsutil import atomic_dir, atomic_path, atomic_write_json, is_temporary
 from edgemaas.compress.cost import LambdaCost, Prices, cost_model_text, format_dollars, lambda_costs, load_prices
 from edgemaas.compress import debugger
+from edgemaas.compress.multi import METRIC as MULTI_METRIC, multi_input_rows
 from edgemaas.compress.latency import LAMBDA_THREADS, measure as measure_latency
 from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from edgemaas.isolate import run_isolated
@@ -33,6 +34,7 @@ from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, load_model, re
 from edgemaas.runtime.manifest import intact, sha256_file
 from edgemaas.runtime.processing import InputProcessor, OutputProcessor
 from edgemaas.user_models.signature import variant_manifest
+from edgemaas.user_models.userdata import needs_named_arrays
 from edgemaas.spec import CompressSection, GateSection
 from edgemaas.workspace import Workspace
 
@@ -208,6 +210,8 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
                         gate: GateSection, data_source: Path, labelled_train: bool, eval_description: str,
                         seed: int = 0, force: bool = False, report: Report = lambda _: None) -> ReportCard:
     """Make, measure and gate every wanted variant of the model whose root variant is `root`."""
+    if needs_named_arrays(root_manifest):
+        return _named_inputs_card(ws, root_manifest, root, compress, gate, data_source, eval_description, report)
     name, task = root_manifest.name, root_manifest.task
     root_dir = ws.variant_dir(name, root)
     data = prepare_data(ws, root_manifest, compress, seed, labelled_train, data_source)
@@ -268,6 +272,28 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
         extra={"machine": machine} if machine else {},
     )
+
+
+def _named_inputs_card(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection,
+                       gate: GateSection, data_source: Path, eval_description: str, report: Report) -> ReportCard:
+    """Several inputs or dynamic shapes (edgemaas.compress.multi): parity over every output is the metric."""
+    rows, _ = multi_input_rows(ws, root_manifest, root, compress, data_source, report)
+    _size_ratios(rows)
+    root_dir = ws.variant_dir(root_manifest.name, root)
+    return ReportCard(
+        model=root_manifest.name, task=root_manifest.task, metric=MULTI_METRIC, higher_is_better=False,
+        metric_source=MetricSource.PARITY, eval_data=eval_description, drop_unit=_unit(MULTI_METRIC),
+        reference=Reference(variant=root, metric_value=0.0, size_bytes=root_manifest.model.size_bytes,
+                            gzip_bytes=_gzip_size(root_dir, root_manifest)),
+        gate=gate_variants(rows, gate, root_manifest.task, False, root), variants=rows,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
+        extra={"inputs": [_tensor_line(s) for s in root_manifest.inputs],
+               "outputs": [_tensor_line(s) for s in root_manifest.outputs]},
+    )
+
+
+def _tensor_line(spec: Any) -> str:
+    return f"{spec.public_name} [{', '.join(map(str, spec.shown_dims()))}]"
 
 
 def _debug_layers(ws: Workspace, name: str, rows: list[VariantResult], variants: list[Variant],

@@ -90,14 +90,8 @@ def dataset_for_model(manifest: Manifest, ws: Workspace, calibration: Path | Non
     if calibration is None and evaluation is None:
         raise UserError("compressing a model you bring needs data: give --calibration-data (inputs like the ones "
                         "it will serve) and, to measure accuracy, --eval-data (inputs with targets)")
-    if "batch" not in (manifest.request_forms or ["batch"]) or len(manifest.inputs) != 1:
-        # Several inputs or dynamic sample shapes: the data is one array per input, keyed by its name.
-        for path, role in ((calibration, "calibration"), (evaluation, "eval")):
-            if path is not None:
-                load_named_arrays(path, manifest, role)
-        raise UserError(f"compressing {manifest.name} (inputs {_input_list(manifest)}) is not supported yet: its "
-                        "passes assume one input with a fixed sample shape. Package the model as it is: "
-                        f"edgemaas package {manifest.provenance.get('source', 'MODEL')}")
+    if needs_named_arrays(manifest):
+        return _named_dataset(manifest, ws, calibration, evaluation)
     shape = manifest.preprocessing[0]["shape"]
     x_cal, _ = load_arrays(calibration, shape, "calibration") if calibration else (None, None)
     x_eval, y_eval = load_arrays(evaluation, shape, "eval") if evaluation else (None, None)
@@ -112,6 +106,33 @@ def dataset_for_model(manifest: Manifest, ws: Workspace, calibration: Path | Non
     with atomic_path(path, keep_suffix=True) as tmp:  # numpy insists on the .npz suffix
         np.savez_compressed(tmp, **arrays)
     return path, description
+
+
+# Keys of build/<name>/data.npz for a model with several inputs or dynamic shapes: "<prefix><input name>".
+CALIBRATION_PREFIX, EVAL_PREFIX = "calibration:", "eval:"
+
+
+def needs_named_arrays(manifest: Manifest) -> bool:
+    """Several inputs, or sample shapes the batch form cannot describe: data comes as one array per input name."""
+    return "batch" not in (manifest.request_forms or ["batch"]) or len(manifest.inputs) != 1
+
+
+def _named_dataset(manifest: Manifest, ws: Workspace, calibration: Path | None,
+                   evaluation: Path | None) -> tuple[Path, str]:
+    arrays = {}
+    for path, role in ((calibration, "calibration"), (evaluation, "eval")):
+        if path is not None:
+            arrays[role] = load_named_arrays(path, manifest, role)
+    cal = arrays.get("calibration", arrays.get("eval"))
+    ev = arrays.get("eval", cal)
+    names = [spec.public_name for spec in manifest.inputs]
+    out = {**{CALIBRATION_PREFIX + n: cal[n] for n in names}, **{EVAL_PREFIX + n: ev[n] for n in names}}
+    path = ws.data_file(manifest.name)
+    with atomic_path(path, keep_suffix=True) as tmp:  # numpy insists on the .npz suffix
+        np.savez_compressed(tmp, **out)
+    source = evaluation or calibration
+    return path, (f"{source} (one feed of inputs {', '.join(names)}; labels unused: parity with the original "
+                  "over every output)")
 
 
 def load_named_arrays(path: Path, manifest: Manifest, role: str) -> dict[str, np.ndarray]:
@@ -130,11 +151,15 @@ def load_named_arrays(path: Path, manifest: Manifest, role: str) -> dict[str, np
     missing = [n for n in names if n not in arrays]
     unknown = sorted(set(arrays) - set(names) - {"y", "labels", "targets"})
     if missing or unknown:
-        raise UserError(f"{option} {path}: holds {', '.join(sorted(arrays)) or 'no arrays'}; expected one array per "
-                        f"input: {', '.join(names)}")
+        problem = f"missing input(s) {', '.join(missing)}" if missing else f"unknown array(s) {', '.join(unknown)}"
+        raise UserError(f"{option} {path}: {problem}; it holds {', '.join(sorted(arrays)) or 'no arrays'}, the "
+                        f"model takes one array per input: {', '.join(names)}")
     for spec in manifest.inputs:
         array = arrays[spec.public_name]
         dims = spec.shown_dims()
+        if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.all(np.isfinite(array))):
+            raise UserError(f"{option} {path}: {spec.public_name} holds {array.dtype} values that are not finite "
+                            "numbers")
         if array.ndim != len(spec.shape) or any(w >= 0 and w != g for w, g in zip(spec.shape, array.shape)):
             raise UserError(f"{option} {path}: {spec.public_name} has shape {list(array.shape)}; the model takes "
                             f"[{', '.join(map(str, dims))}]")
