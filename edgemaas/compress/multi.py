@@ -1,5 +1,6 @@
 """Compressing a model with several inputs or dynamic shapes: the data is one feed keyed by input name, the passes
-are the ONNX ones that need no single input array, and the metric is parity with the original over every output.
+are the ONNX ones that need no single input array (a .tflite file is exported to ONNX first), and the metric is parity
+with the original over every output. A converted model may rename its tensors: inputs and outputs match by position.
 
 The catalogue's other passes assume one input with a fixed sample shape (a batch of `x` arrays); each is recorded
 as skipped with that reason. Every pass and every measurement runs in a child process (edgemaas.isolate).
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemaas import __version__
-from edgemaas.compress.passes import ONNX_ROOT, TFLITE_ROOT, plan
+from edgemaas.compress.passes import plan
 from edgemaas.compress.records import VariantResult, VariantStatus
 from edgemaas.errors import StageFailed
 from edgemaas.fsutil import atomic_dir, atomic_path
@@ -42,24 +43,26 @@ def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress
             with atomic_path(path, keep_suffix=True) as tmp:
                 np.savez(tmp, **{k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)})
     report("measuring the reference model")
-    reference = run_isolated(_outputs_job, str(root_dir), str(evaluation), timeout=compress.timeout_s,
+    order = [spec.public_name for spec in root_manifest.inputs]
+    reference = run_isolated(_outputs_job, str(root_dir), str(evaluation), order, timeout=compress.timeout_s,
                              log_path=ws.model_dir(name) / "reference.log")
     reason = _why_not(root_manifest)
     variants, skipped = plan(list(compress.variants), compress, "parity", root, False)
     rows: list[VariantResult] = []
+    made: dict[str, Manifest] = {root: root_manifest}
     for variant in variants:
-        if variant.name not in DYNAMIC_ONLY or variant.parent != ONNX_ROOT:
-            # tf2onnx's export checks parity on one input array: a TFLite file with several inputs stays TFLite.
-            skipped[variant.name] = reason if variant.parent == root else \
-                f"its parent {variant.parent} cannot be made: {reason}"
+        if variant.name not in (*DYNAMIC_ONLY, "onnx-float32") or variant.parent not in made:
+            why = reason if variant.parent == root else f"its parent {variant.parent} was not made"
+            skipped[variant.name] = skipped.get(variant.parent, why) if variant.parent in skipped else why
             continue
         report(variant.name)
         try:
-            rows.append(_make(ws, root_manifest, root_dir, variant.name, calibration, evaluation, reference,
-                              compress))
+            row, made[variant.name] = _make(ws, root_manifest, made[variant.parent], variant.parent, variant.name,
+                                            calibration, evaluation, reference, compress)
+            rows.append(row)
         except StageFailed as exc:
-            rows.append(VariantResult(variant=variant.name, format="onnx", parent=root, status=VariantStatus.FAILED,
-                                      reason=str(exc).splitlines()[0][:300]))
+            rows.append(VariantResult(variant=variant.name, format="onnx", parent=variant.parent,
+                                      status=VariantStatus.FAILED, reason=str(exc).splitlines()[0][:300]))
     for variant_name, why in skipped.items():
         rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
                                   status=VariantStatus.SKIPPED, reason=why))
@@ -72,24 +75,25 @@ def _why_not(manifest: Manifest) -> str:
     return f"the pass takes one input with a fixed sample shape; this model has {kind} ({shapes})"
 
 
-def _make(ws: Workspace, root: Manifest, root_dir: Path, variant: str, calibration: Path, evaluation: Path,
-          reference: dict[str, Any], compress: Any) -> VariantResult:
+def _make(ws: Workspace, root: Manifest, parent: Manifest, parent_variant: str, variant: str, calibration: Path,
+          evaluation: Path, reference: dict[str, Any], compress: Any) -> tuple[VariantResult, Manifest]:
     out_dir = ws.variant_dir(root.name, variant)
-    source = root_dir / root.model.file
+    source = ws.variant_dir(root.name, parent_variant) / parent.model.file
+    order = [spec.public_name for spec in root.inputs]  # a converted model may rename its inputs: match by position
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:  # built beside it and swapped in whole: never half a variant
         out = tmp / "model.onnx"
-        run_isolated(_pass_job, variant, str(source), str(out), str(calibration), bool(compress.onnx.per_channel),
-                     timeout=compress.timeout_s, log_path=tmp / "pass.log")
+        run_isolated(_pass_job, variant, str(source), str(out), str(calibration), order,
+                     bool(compress.onnx.per_channel), int(compress.onnx.opset), timeout=compress.timeout_s, log_path=tmp / "pass.log")
         provenance = {"created_by": f"edgemaas {__version__}", "pass": variant, "parent": root.model.sha256,
-                      "parent_variant": ONNX_ROOT, "notes": {"data": "one feed per input name (.npz)"},
+                      "parent_variant": parent_variant, "notes": {"data": "one feed per input name (.npz)"},
                       "seconds": round(time.perf_counter() - started, 2)}
         try:
             manifest = variant_manifest(root, out, variant, provenance)
         except ModelLoadError as exc:
             raise StageFailed(f"the runtime cannot load the result: {exc}") from None
         manifest.save(tmp)
-        measured = run_isolated(_outputs_job, str(tmp), str(evaluation), timeout=compress.timeout_s,
+        measured = run_isolated(_outputs_job, str(tmp), str(evaluation), order, timeout=compress.timeout_s,
                                 log_path=tmp / "evaluate.log")
         per_output = output_parity(reference["outputs"], measured["outputs"])
         worst = max(per_output.values()) if per_output else 0.0
@@ -99,17 +103,20 @@ def _make(ws: Workspace, root: Manifest, root_dir: Path, variant: str, calibrati
                             "metric_drop": worst * 100.0, "gzip_bytes": len(gzip.compress(out.read_bytes(), 9))}
         manifest.save(tmp)
     return VariantResult(
-        variant=variant, format="onnx", parent=ONNX_ROOT, status=VariantStatus.MEASURED, metric_value=worst,
+        variant=variant, format="onnx", parent=parent_variant, status=VariantStatus.MEASURED, metric_value=worst,
         metric_drop=worst * 100.0, size_bytes=manifest.model.size_bytes, gzip_bytes=manifest.metrics["gzip_bytes"],
         parity_max_abs=max_abs, runtime=measured["backend"],
-        notes=["parity per output (RMSE / spread): " + ", ".join(f"{k} {v:.3g}" for k, v in per_output.items())])
+        notes=["parity per output (RMSE / spread): " + ", ".join(f"{k} {v:.3g}" for k, v in per_output.items())]), \
+        manifest
 
 
 def output_parity(reference: dict[str, Any], candidate: dict[str, Any]) -> dict[str, float]:
     """Each output's RMSE against the original, relative to the original's spread (0 = identical)."""
     result = {}
-    for name, ref in reference.items():
-        ref, got = np.asarray(ref, np.float64), np.asarray(candidate[name], np.float64)
+    if len(candidate) != len(reference):
+        raise StageFailed(f"the result has {len(candidate)} outputs; the original has {len(reference)}")
+    for (name, ref), got in zip(reference.items(), candidate.values()):  # by position: a conversion may rename
+        ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
         if ref.shape != got.shape:
             raise StageFailed(f"output {name} has shape {list(got.shape)}; the original gives {list(ref.shape)}")
         result[name] = float(np.sqrt(np.mean((got - ref) ** 2)) / (float(ref.std()) or 1.0)) if ref.size else 0.0
@@ -120,19 +127,26 @@ def output_parity(reference: dict[str, Any], candidate: dict[str, Any]) -> dict[
 # Jobs run in child processes
 
 
-def _outputs_job(model_dir: str, feed_path: str) -> dict[str, Any]:
-    """Every output of the served model on the feed, by output name, through the serving runtime."""
+def _outputs_job(model_dir: str, feed_path: str, order: list[str]) -> dict[str, Any]:
+    """Every output of the served model on the feed (the original's inputs, in `order`), through the serving
+    runtime."""
     model = load_model(model_dir)
     with np.load(feed_path, allow_pickle=False) as data:
-        arrays = [data[t.name] for t in model.tensor_inputs]
+        arrays = [data[name] for name in order]
     values = model.run_tensors(arrays)
     return {"outputs": {t.name: np.asarray(v) for t, v in zip(model.tensor_outputs, values)},
             "backend": model.backend.name}
 
 
-def _pass_job(variant: str, source: str, out: str, calibration: str, per_channel: bool) -> dict[str, Any]:
-    """float16, dynamic int8 or static QDQ int8 of an ONNX model whose calibration feeds every named input."""
+def _pass_job(variant: str, source: str, out: str, calibration: str, order: list[str], per_channel: bool,
+              opset: int) -> dict[str, Any]:
+    """ONNX export of a TFLite file, float16, dynamic int8 or static QDQ int8 whose calibration feeds every input."""
     import onnx
+
+    if variant == "onnx-float32":
+        from edgemaas.compress.passes.onnx_passes import export_onnx
+
+        return export_onnx(source, "tflite", out, opset)
 
     if variant == "onnx-float16":
         try:
@@ -150,7 +164,7 @@ def _pass_job(variant: str, source: str, out: str, calibration: str, per_channel
 
     inputs = ort.InferenceSession(source, providers=["CPUExecutionProvider"]).get_inputs()
     with np.load(calibration, allow_pickle=False) as data:
-        feed = {i.name: data[i.name].astype(_dtype(i.type)) for i in inputs}
+        feed = {i.name: data[name].astype(_dtype(i.type)) for i, name in zip(inputs, order)}
     quantize_static(source, out, _OneFeed(feed), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return {}

@@ -4,6 +4,8 @@ passes that apply measured by parity over every output, the others skipped with 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,21 @@ def test_a_feed_missing_an_input_names_it(tmp_path: Path, monkeypatch: pytest.Mo
         "per input: input, state, sr")
     assert "Traceback" not in result.output
     assert not (tmp_path / "dist" / "vad" / "report").exists()
+
+
+def test_a_dynamic_width_tflite_file_goes_through_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TensorFlow builds the .tflite in a child process; this process never imports it.
+    code = "import sys; from pathlib import Path; from tests.tensor_models import textline_tflite; " \
+           "textline_tflite(Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "textline.tflite")], check=True,
+                   cwd=Path(__file__).resolve().parents[2], capture_output=True, timeout=300)
+    np.savez(tmp_path / "lines.npz", line=np.random.default_rng(2).standard_normal((2, 8, 20, 3), np.float32))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["compress", str(tmp_path / "textline.tflite"), "--calibration-data",
+                                      str(tmp_path / "lines.npz")])
+    assert result.exit_code == 0, result.output
+    rows = {row["variant"]: row for row in _report(tmp_path, "textline")["variants"]}
+    assert rows["onnx-float32"]["status"] in MEASURED_OR_SKIPPED[:3]
+    assert rows["onnx-float32"]["metric_value"] < 1e-3  # the export itself keeps every output
+    assert {rows[n]["status"] for n in ("onnx-float16", "onnx-dynamic", "onnx-qdq")} <= set(MEASURED_OR_SKIPPED)
+    assert rows["tflite-int8"]["status"] == "skipped" and rows["tflite-int8"]["reason"]
