@@ -21,7 +21,7 @@ setup() {
   fi
 }
 
-node_setup() {  # the Serverless Framework v3 CLI that tests/test_serverless.py runs (package.json, package-lock.json)
+node_setup() {  # the Serverless Framework v3 CLI that tests/integration/test_serverless.py runs (package.json, package-lock.json)
   if ! command -v npm >/dev/null 2>&1; then
     echo "the tests need Node.js 18+ and npm (Serverless Framework CLI); on Debian: apt-get install nodejs npm" >&2; exit 1
   fi
