@@ -157,15 +157,21 @@ def lambda_costs(p50_ms: float | None, peak_rss_mb: float | None, prices: Prices
 # For the packaging side (build table, deploy --memory auto, serverless.yml / SAM template)
 
 
-def chosen_memory(selection: Any, fmt: str | None = None) -> int | None:
-    """The Lambda memory (MB) the gate chose for the variant that ships in `fmt` (default: the default format).
-    `selection` is a records.Selection or its dict; None when the gate priced nothing (an old selection)."""
+def priced_entry(selection: Any, fmt: str | None = None) -> dict[str, Any] | None:
+    """The gate's Lambda pricing record for the variant that ships in `fmt` (default: the default format), or None.
+    `selection` is a records.Selection or its dict."""
     data = selection.to_dict() if hasattr(selection, "to_dict") else dict(selection or {})
     formats = (data.get("lambda") or {}).get("formats") or {}
     if fmt is None:
         default = data.get("default")
         fmt = next((f for f, name in (data.get("chosen") or {}).items() if name and name == default), None)
-    entry = formats.get(fmt) if fmt else None
+    return formats.get(fmt) if fmt else None
+
+
+def chosen_memory(selection: Any, fmt: str | None = None) -> int | None:
+    """The Lambda memory (MB) the gate chose for the variant that ships in `fmt` (default: the default format).
+    `selection` is a records.Selection or its dict; None when the gate priced nothing (an old selection)."""
+    entry = priced_entry(selection, fmt)
     memory = (entry or {}).get("memory_mb")
     return int(memory) if memory else None
 
@@ -173,12 +179,7 @@ def chosen_memory(selection: Any, fmt: str | None = None) -> int | None:
 def cost_cells(selection: Any, fmt: str | None = None) -> dict[str, str]:
     """Text cells for a build table: cost per 1M requests of the shipped and the float variant, per architecture,
     e.g. {"x86_64": "$0.21 (float $0.26)", "arm64": "$0.21 (float $0.25)", "memory": "128 MB"}; {} if unpriced."""
-    data = selection.to_dict() if hasattr(selection, "to_dict") else dict(selection or {})
-    formats = (data.get("lambda") or {}).get("formats") or {}
-    if fmt is None:
-        default = data.get("default")
-        fmt = next((f for f, name in (data.get("chosen") or {}).items() if name and name == default), None)
-    entry = formats.get(fmt) if fmt else None
+    entry = priced_entry(selection, fmt)
     if not entry:
         return {}
     cells = {}

@@ -223,20 +223,9 @@ class Service:
         `serialize=False` leaves the reply's text to be made on first use, for a caller that sends the body dict
         itself (the Lambda handler's direct invokes); otherwise a body JSON cannot carry is a 500 here.
         """
-        try:
-            if oip.is_oip_request(request):
-                reply = Reply(200, self.infer_oip(request))
-            else:
-                reply = Reply(200, self.predict(request_inputs(request)))
-            if serialize:
-                reply.text  # noqa: B018 (made now, inside the guard)
-            return reply
-        except (BadRequest, RequestError) as exc:
-            return self._rejected(exc, request_id)
-        except Exception:  # the contract: never let a request escape as an unhandled exception
-            logger.exception("internal error serving request %s", request_id)
-            return error_reply(500, "internal error; see the service's logs", kind="InternalError",
-                               request_id=request_id)
+        if oip.is_oip_request(request):
+            return self._guarded(lambda: self.infer_oip(request), request_id, serialize)
+        return self._guarded(lambda: self.predict(request_inputs(request)), request_id, serialize)
 
     def predict(self, inputs: Any) -> dict[str, Any]:
         """Validated predictions for `inputs`; raises RequestError (a 400) for a request the model cannot serve.
@@ -350,10 +339,12 @@ class Service:
         kind = kinds.get(tuple(tail))
         return (kind, name) if kind else None
 
-    def _guarded(self, work: Any, request_id: str | None) -> Reply:
+    def _guarded(self, work: Any, request_id: str | None, serialize: bool = True) -> Reply:
+        """`work()`'s body as a 200, a 4xx for a request it refused, a 500 (details logged) for anything else."""
         try:
             reply = Reply(200, work())
-            reply.text  # noqa: B018 (made now, inside the guard)
+            if serialize:
+                reply.text  # noqa: B018 (made now, inside the guard: a NaN output is a 400, not a crash later)
             return reply
         except (BadRequest, RequestError) as exc:
             return self._rejected(exc, request_id)
