@@ -134,7 +134,10 @@ def test_a_refused_http_client_post_reads_its_503(model_dir: Path, tmp_path: Pat
     """A client over its address's connection cap posts a large body through http.client (which sends it all
     before reading): it must read the 503 (before: 33 of 40 got BrokenPipeError)."""
     body = json.dumps({"inputs": [SAMPLE] * 256}).encode()  # a legal request of ~100 KB
-    with edge_server(model_dir, tmp_path / "serve.log", "--quiet", "--max-connections-per-client", "2") as server:
+    # The held connections send nothing: a head deadline longer than the test keeps them held on a slow machine
+    # (at the default 5 s they would be evicted and a later POST served: that is the slowloris test's subject).
+    with edge_server(model_dir, tmp_path / "serve.log", "--quiet", "--max-connections-per-client", "2",
+                     "--head-timeout", "120") as server:
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
         try:
             time.sleep(0.2)
