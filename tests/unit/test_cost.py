@@ -139,3 +139,19 @@ def test_slower_means_slower_beyond_the_measurements_confidence_interval() -> No
     selection = gate_variants(slower, GateSection(), "classification", True, KERAS_ROOT)
     assert selection.chosen["tflite"] == "tflite-float32"
     assert slower[1].status is VariantStatus.REJECTED and slower[1].reason.startswith("slower than tflite-float32")
+
+
+def test_a_slowdown_must_show_in_every_interleaved_round() -> None:
+    # Pooled intervals apart, but the per-process medians of the side-by-side rounds disagree: machine noise.
+    noisy = [timed("tflite-float32", 400, 0.0110, (0.0108, 0.0112)), timed("tflite-float16", 200, 0.0145,
+                                                                         (0.0140, 0.0150))]
+    noisy[0].extra["latency"]["process_p50s_ms"] = [0.0105, 0.0150, 0.0109]
+    noisy[1].extra["latency"]["process_p50s_ms"] = [0.0146, 0.0120, 0.0144]
+    assert gate_variants(noisy, GateSection(), "classification", True, KERAS_ROOT).chosen["tflite"] == "tflite-float16"
+    # Slower in every round: rejected.
+    noisy[1].extra["latency"]["process_p50s_ms"] = [0.0146, 0.0160, 0.0144]
+    again = [timed(r.variant, r.size_bytes, r.latency_p50_ms, tuple(r.extra["latency"]["ci95_ms"])) for r in noisy]
+    for fresh, old in zip(again, noisy):
+        fresh.extra["latency"]["process_p50s_ms"] = old.extra["latency"]["process_p50s_ms"]
+    assert gate_variants(again, GateSection(), "classification", True, KERAS_ROOT).chosen["tflite"] == "tflite-float32"
+    assert again[1].reason.startswith("slower than tflite-float32")
