@@ -13,11 +13,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -34,6 +32,7 @@ from edgemaas.runtime import load_model, read_manifest
 from edgemaas.spec import load_spec
 from edgemaas.workspace import Workspace
 from tests.conftest import MODELS, TEST_VARIANTS
+from tests.edge_helpers import served_port
 
 pytestmark = pytest.mark.models("nlp")  # the GRU model attention is measured against
 NAME = "attention"
@@ -144,7 +143,7 @@ def test_edge_bundle_serves_raw_text(built: BuildRow, workspace: Workspace, tmp_
         process = subprocess.Popen([sys.executable, "-m", bundle.module, "serve", "--port", "0"], cwd=root,
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        port = wait_for_port(log_path, process)
+        port = served_port(log_path, process)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         connection.request("POST", "/predict", body=json.dumps({"inputs": texts}),
                            headers={"Content-Type": "application/json"})
@@ -156,17 +155,6 @@ def test_edge_bundle_serves_raw_text(built: BuildRow, workspace: Workspace, tmp_
     finally:
         process.kill()
         process.wait()
-
-
-def wait_for_port(log_path: Path, process: subprocess.Popen, timeout_s: float = 60) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(r"on http://127\.0\.0\.1:(\d+);", log_path.read_text())
-        if found:
-            return int(found.group(1))
-        assert process.poll() is None, log_path.read_text()
-        time.sleep(0.1)
-    raise AssertionError(f"the edge server did not listen within {timeout_s} s:\n{log_path.read_text()}")
 
 
 def test_int8_runs_on_tensorflow_lite_micro(built: BuildRow, workspace: Workspace, tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from edgemaas.runtime.text import OOV_ID, PAD_ID, encode, vocabulary_index
 from edgemaas.workspace import Workspace
 from tests.conftest import REPO
 from tests.functional.test_handler import CONTEXT, http_v1, http_v2, load_handler
+from tests.edge_helpers import served_port
 
 pytestmark = pytest.mark.models("cnn", "linear", "nlp")  # the built-ins `trained` holds here
 
@@ -64,14 +64,7 @@ def edge_server(model_dir: Path, log: Path, *args: str) -> Iterator[EdgeServer]:
         process = subprocess.Popen([sys.executable, "-m", "edgemaas.edge_entry", "--model-dir", str(model_dir),
                                     "serve", "--port", "0", *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while not (found := re.search(r"on http://127\.0\.0\.1:(\d+);", log.read_text(errors="replace"))):
-            if process.poll() is not None:
-                pytest.fail(f"the edge server exited with {process.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the edge server did not start listening:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield EdgeServer(process, int(found.group(1)), log)
+        yield EdgeServer(process, served_port(log, process), log)
     finally:
         if process.poll() is None:
             process.terminate()

@@ -8,10 +8,8 @@ client's view of our errors (a wrong datatype, a wrong shape, an unknown model, 
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from edgemaas.user_models.importing import import_model
 from edgemaas.workspace import Workspace
+from tests.edge_helpers import served_port
 from tests.tensor_models import detector_onnx, vad_onnx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +45,7 @@ def serve_model(model_dir: Path, log_path: Path) -> Iterator[int]:
                                     "serve", "--port", "0", *SERVE_LIMITS], cwd=REPO, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while not (found := re.search(r"on http://127\.0\.0\.1:(\d+);", log_path.read_text(errors="replace"))):
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield int(found.group(1))
+        yield served_port(log_path, process)
     finally:
         process.terminate()
         process.wait(timeout=15)

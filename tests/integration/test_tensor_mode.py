@@ -11,11 +11,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +29,7 @@ from edgemaas.packaging.edge.bundle import package_edge
 from edgemaas.runtime import load_model, read_manifest
 from edgemaas.user_models.importing import import_model
 from edgemaas.workspace import Workspace
+from tests.edge_helpers import served_port
 
 REPO = Path(__file__).resolve().parents[2]
 # The edge server sizes its request limit from the batch form; tensor models state it (see REQUESTS.md).
@@ -273,12 +272,7 @@ def bundle_server(bundle_tar: Path, top: str, module: str, where: Path) -> Itera
         process = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", "0", *SERVE_LIMITS],
                                    cwd=where / top, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while not (found := re.search(r"on http://127\.0\.0\.1:(\d+);", log_path.read_text(errors="replace"))):
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield int(found.group(1))
+        yield served_port(log_path, process)
     finally:
         process.terminate()
         process.wait(timeout=15)
