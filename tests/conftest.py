@@ -149,9 +149,11 @@ def trained(request: pytest.FixtureRequest, workspace: Workspace, trained_model:
 @pytest.fixture(scope="session")
 def packaged_cnn(trained_model: TrainedModel) -> Path:
     """The cnn Lambda zip of its full-int8 variant (quantized input and output, the case the packaging tests cover;
-    the gate's cost objective may choose another), packaged once per session; trains only cnn."""
+    the gate's cost objective may choose another), packaged once per session; trains only cnn. It has a folder of its
+    own: modules that package the gate's choice into `lambda_dir("cnn")` must not replace it under a later test."""
     from edgemaas.packaging.awslambda.lambda_zip import package_lambda
 
     ws = trained_model("cnn")
-    package = package_lambda(ws.variant_dir("cnn", "tflite-int8"), ws.lambda_dir("cnn"), ws.cache())
+    package = package_lambda(ws.variant_dir("cnn", "tflite-int8"), ws.root / "dist" / "cnn-int8-fixture" / "lambda",
+                             ws.cache())
     return Path(package.zip_path)
