@@ -99,18 +99,27 @@ def median_ci(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
     return float(ordered[lo]), float(ordered[hi])
 
 
-def time_variant(variant_dir: str, input_path: str, threads: int, runs: int, warmup: int) -> dict[str, Any]:
-    """Job for a fresh process: load the variant with `threads`, time `runs` single-sample inferences (ms)."""
+def time_variant(variant_dir: str, input_path: str, threads: int, runs: int, warmup: int,
+                 order: list[str] | None = None) -> dict[str, Any]:
+    """Job for a fresh process: load the variant with `threads`, time `runs` single-request inferences (ms).
+
+    Without `order`, `input_path` is a .npy batch and a request is its first sample; with it, a .npz holding one
+    request's array per input name (a model with several inputs or dynamic shapes), fed in that order."""
     from edgemaas.runtime import load_model
 
     model = load_model(variant_dir, num_threads=threads)
-    sample = np.load(input_path)[:1]
+    if order is None:
+        feed, run = [np.load(input_path)[:1]], model.infer
+    else:
+        with np.load(input_path, allow_pickle=False) as data:
+            feed = [data[name] for name in order]
+        run = model.run_tensors  # every input by position, every output: what a tensor-form request runs
     for _ in range(warmup):  # the first invocations allocate and pick kernels
-        model.infer([sample])
+        run(feed)
     timings = []
     for _ in range(runs):
         start = time.perf_counter()
-        model.infer([sample])
+        run(feed)
         timings.append((time.perf_counter() - start) * 1000.0)
     return {"timings_ms": timings, "peak_rss_mb": round(peak_rss_kb() / 1024.0, 1), "backend": model.backend.name,
             "cpu": cpu_info()}
@@ -118,23 +127,23 @@ def time_variant(variant_dir: str, input_path: str, threads: int, runs: int, war
 
 def measure(variants: dict[str, Path], input_path: Path, threads: int = LAMBDA_THREADS, timeout: float = 300,
             runs: int = RUNS_PER_PROCESS, min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS,
-            target: float = TARGET_RELATIVE_CI) -> dict[str, dict[str, Any]]:
+            target: float = TARGET_RELATIVE_CI, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """p50 latency of each variant (name -> folder), interleaved across fresh processes. A variant whose process
-    fails gets {"error": ...} and is not timed again."""
+    fails gets {"error": ...} and is not timed again. `order`: `input_path` is a named feed (see time_variant)."""
     from edgemaas.isolate import run_isolated
 
     samples: dict[str, list[float]] = {name: [] for name in variants}
     extra: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     rounds = 0
-    order = list(variants)
+    names = list(variants)
     while rounds < max_rounds:
-        for name in (order if rounds % 2 == 0 else order[::-1]):
+        for name in (names if rounds % 2 == 0 else names[::-1]):
             if name in errors:
                 continue
             try:
                 result = run_isolated(time_variant, str(variants[name]), str(input_path), threads, runs, WARMUP_RUNS,
-                                      timeout=timeout)
+                                      order, timeout=timeout)
             except StageFailed as exc:
                 errors[name] = str(exc).splitlines()[0][:300]
                 continue
@@ -163,3 +172,22 @@ def _relative_ci(values: list[float]) -> float:
     lo, hi = median_ci(np.array(values))
     p50 = float(np.median(values))
     return (hi - lo) / 2 / p50 if p50 > 0 else math.inf
+
+
+def record_timings(rows: list[Any], measured: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Put `measure`'s results on the report card's rows (VariantResult, by variant name): the p50 replaces the
+    in-process one, the rest goes to extra["latency"] (the cost model reads peak_rss_mb there). Returns the CPU
+    that measured them."""
+    machine = None
+    for row in rows:
+        result = measured.get(row.variant)
+        if not result:
+            continue
+        if "error" in result:
+            row.notes.append(f"latency: timing in a fresh process failed ({result['error']})"
+                             + ("; p50 from the evaluation process" if row.latency_p50_ms is not None else ""))
+            continue
+        row.latency_p50_ms = result["p50_ms"]
+        machine = result.pop("cpu", None) or machine
+        row.extra["latency"] = result
+    return machine

@@ -4,6 +4,10 @@ with the original over every output. A converted model may rename its tensors: i
 
 The catalogue's other passes assume one input with a fixed sample shape (a batch of `x` arrays); each is recorded
 as skipped with that reason. Every pass and every measurement runs in a child process (edgemaas.isolate).
+
+Every made variant (and an ONNX original, the float32 model the ONNX variants must beat) is timed like a
+single-input model's (edgemaas.compress.latency: fresh processes, interleaved, a Lambda function's threads) on one
+request taken from the eval feed, so the gate can price the rows and refuse one slower than float32.
 """
 
 from __future__ import annotations
@@ -16,23 +20,27 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemaas import __version__
-from edgemaas.compress.passes import plan
+from edgemaas.compress.latency import LAMBDA_THREADS, measure, record_timings
+from edgemaas.compress.passes import ONNX_ROOT, plan
 from edgemaas.compress.records import VariantResult, VariantStatus
 from edgemaas.errors import StageFailed
 from edgemaas.fsutil import atomic_dir, atomic_path
 from edgemaas.isolate import run_isolated
-from edgemaas.runtime import Manifest, ModelLoadError, load_model
+from edgemaas.runtime import Manifest, ModelLoadError, TensorSpec, load_model
 from edgemaas.user_models.signature import variant_manifest
 from edgemaas.user_models.userdata import CALIBRATION_PREFIX, EVAL_PREFIX
 from edgemaas.workspace import Workspace
 
 METRIC = "output_rmse"  # worst output's RMSE against the original, relative to that output's spread
 DYNAMIC_ONLY = ("onnx-float16", "onnx-dynamic", "onnx-qdq")
+# Names a file gives its batch dimension (onnx exporters, hand-made graphs); an unnamed leading -1 counts too.
+BATCH_NAMES = ("batch", "batch_size", "batchsize", "bs", "n", "b")
 
 
 def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress: Any, data_source: Path,
-                     report: Callable[[str], None]) -> tuple[list[VariantResult], dict[str, Any]]:
-    """Make and measure the passes that apply; rows for every wanted variant, and the reference's measurement."""
+                     report: Callable[[str], None]) -> tuple[list[VariantResult], dict[str, Any], dict[str, Any]]:
+    """Make, measure and time the passes that apply; rows for every wanted variant, the reference's measurement,
+    and what timed them ({"machine": the CPU, "request": the timed request's tensors})."""
     name = root_manifest.name
     root_dir = ws.variant_dir(name, root)
     directory = ws.model_dir(name) / "compress-data"
@@ -63,10 +71,59 @@ def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress
         except StageFailed as exc:
             rows.append(VariantResult(variant=variant.name, format="onnx", parent=variant.parent,
                                       status=VariantStatus.FAILED, reason=str(exc).splitlines()[0][:300]))
+    if root == ONNX_ROOT:  # the float32 model of the ONNX format: what its variants must beat on time and cost
+        rows.insert(0, _original_row(root, root_dir / root_manifest.model.file, root_manifest, reference))
+    timing = _time_rows(ws, name, rows, evaluation, root_manifest.inputs, order, compress, report)
     for variant_name, why in skipped.items():
         rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
                                   status=VariantStatus.SKIPPED, reason=why))
-    return rows, reference
+    return rows, reference, timing
+
+
+def _original_row(root: str, path: Path, manifest: Manifest, reference: dict[str, Any]) -> VariantResult:
+    return VariantResult(
+        variant=root, format="onnx", parent=None, status=VariantStatus.MEASURED, metric_value=0.0, metric_drop=0.0,
+        size_bytes=manifest.model.size_bytes, gzip_bytes=len(gzip.compress(path.read_bytes(), 9)),
+        parity_max_abs=0.0, runtime=reference["backend"],
+        notes=["the model you brought: the float32 model the ONNX variants are timed and priced against"])
+
+
+def _time_rows(ws: Workspace, name: str, rows: list[VariantResult], evaluation: Path, inputs: list[TensorSpec],
+               order: list[str], compress: Any, report: Callable[[str], None]) -> dict[str, Any]:
+    """Every measured row's p50 in fresh, interleaved processes (edgemaas.compress.latency) on one request."""
+    timed = {r.variant: ws.variant_dir(name, r.variant) for r in rows
+             if r.status is VariantStatus.MEASURED and r.measured}
+    if not timed:
+        return {}
+    with np.load(evaluation, allow_pickle=False) as data:
+        request = one_request({key: data[key] for key in order}, inputs)
+    path = evaluation.with_name("request.npz")
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.savez(tmp, **request)
+    report(f"timing {len(timed)} variants (fresh processes, interleaved, {LAMBDA_THREADS} thread)")
+    machine = record_timings(rows, measure(timed, path, timeout=compress.timeout_s, order=order))
+    return {"machine": machine, "request": [f"{key} [{', '.join(map(str, a.shape))}]" for key, a in request.items()]}
+
+
+def one_request(feed: dict[str, np.ndarray], inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """One request from a feed of several samples: the first along each input's batch dimension (the one the file
+    names "batch" (or N, batch_size...), else a dynamic leading one), when every input that has one agrees on the
+    count. Otherwise the feed as it is (a request is then whatever the data holds). Other dynamic dimensions keep
+    the data's sizes."""
+    axes: dict[str, int] = {}
+    for spec, (key, array) in zip(inputs, feed.items()):
+        if array.ndim != len(spec.shape):
+            continue
+        dims = spec.shown_dims()
+        named = [i for i, d in enumerate(dims) if spec.shape[i] < 0 and str(d).lower() in BATCH_NAMES]
+        if named:
+            axes[key] = named[0]
+        elif spec.shape and spec.shape[0] < 0 and str(dims[0]) in ("?", "-1"):
+            axes[key] = 0
+    counts = {feed[key].shape[axis] for key, axis in axes.items()}
+    if len(counts) != 1 or counts == {0}:
+        return dict(feed)
+    return {key: np.take(a, [0], axis=axes[key]) if key in axes else a for key, a in feed.items()}
 
 
 def _why_not(manifest: Manifest) -> str:

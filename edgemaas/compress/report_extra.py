@@ -74,6 +74,9 @@ def cost_markdown(card: ReportCard) -> list[str]:
                      f"{latency.get('threads', 1)} thread per variant (a Lambda function below 1,769 MB has at most "
                      f"one vCPU), in fresh processes, interleaved ({latency.get('processes', '?')} per variant); the "
                      "95% interval of each p50 is distribution-free (order statistics).")
+        if card.extra.get("timed_request"):  # several inputs or dynamic shapes: say what one request was
+            lines.append("One timed request, from the eval feed: " + ", ".join(
+                f"`{t}`" for t in card.extra["timed_request"]) + ".")
         for arch in ARCHES:
             warning = target_differs(machine, arch)
             if warning:

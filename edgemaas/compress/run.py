@@ -26,7 +26,7 @@ from edgemaas.fsutil import atomic_dir, atomic_path, atomic_write_json, is_tempo
 from edgemaas.compress.cost import LambdaCost, Prices, cost_model_text, format_dollars, lambda_costs, load_prices
 from edgemaas.compress import debugger
 from edgemaas.compress.multi import METRIC as MULTI_METRIC, multi_input_rows
-from edgemaas.compress.latency import LAMBDA_THREADS, measure as measure_latency
+from edgemaas.compress.latency import LAMBDA_THREADS, measure as measure_latency, record_timings
 from edgemaas.compress.evaluation import PRIMARY, metric_drop, metrics, parity_metrics
 from edgemaas.isolate import run_isolated
 from edgemaas.compress.passes import KERAS_ROOT, ONNX_ROOT, TFLITE_ROOT, Variant, onnx_passes, plan, tflite_passes
@@ -277,7 +277,7 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
 def _named_inputs_card(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection,
                        gate: GateSection, data_source: Path, eval_description: str, report: Report) -> ReportCard:
     """Several inputs or dynamic shapes (edgemaas.compress.multi): parity over every output is the metric."""
-    rows, _ = multi_input_rows(ws, root_manifest, root, compress, data_source, report)
+    rows, _, timing = multi_input_rows(ws, root_manifest, root, compress, data_source, report)
     _size_ratios(rows)
     root_dir = ws.variant_dir(root_manifest.name, root)
     return ReportCard(
@@ -288,7 +288,9 @@ def _named_inputs_card(ws: Workspace, root_manifest: Manifest, root: str, compre
         gate=gate_variants(rows, gate, root_manifest.task, False, root), variants=rows,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
         extra={"inputs": [_tensor_line(s) for s in root_manifest.inputs],
-               "outputs": [_tensor_line(s) for s in root_manifest.outputs]},
+               "outputs": [_tensor_line(s) for s in root_manifest.outputs],
+               **({"machine": timing["machine"], "timed_request": timing["request"]}
+                  if timing.get("machine") else {})},
     )
 
 
@@ -420,20 +422,7 @@ def _time_variants(ws: Workspace, name: str, rows: list[VariantResult], data: Da
     if not timed:
         return None
     report(f"timing {len(timed)} variants (fresh processes, interleaved, {LAMBDA_THREADS} thread)")
-    measured = measure_latency(timed, data.parity, timeout=compress.timeout_s)
-    machine = None
-    for row in rows:
-        result = measured.get(row.variant)
-        if not result:
-            continue
-        if "error" in result:
-            row.notes.append(f"latency: timing in a fresh process failed ({result['error']}); p50 from the "
-                             "evaluation process")
-            continue
-        row.latency_p50_ms = result["p50_ms"]
-        machine = result.pop("cpu", None) or machine
-        row.extra["latency"] = result
-    return machine
+    return record_timings(rows, measure_latency(timed, data.parity, timeout=compress.timeout_s))
 
 
 def _row(variant: Variant, status: VariantStatus, reason: str) -> VariantResult:
@@ -658,7 +647,8 @@ def _rejection(row: VariantResult, float_row: VariantResult | None, costs: dict[
     p50 = row.latency_p50_ms
     if objective is not Objective.SMALLEST and row is not float_row and float_row is not None \
             and p50 is not None and float_row.latency_p50_ms is not None and measurably_slower(row, float_row):
-        return (f"slower than {float_row.variant} ({p50:.3g} ms vs {float_row.latency_p50_ms:.3g} ms p50): "
+        mine, theirs = _apart(p50, float_row.latency_p50_ms)
+        return (f"slower than {float_row.variant} ({mine} ms vs {theirs} ms p50): "
                 f"it would make inference dearer, not cheaper")
     if gate.max_p50_ms is not None and p50 is not None:
         if objective is Objective.COST and costs and not any(costs.values()):
@@ -666,6 +656,15 @@ def _rejection(row: VariantResult, float_row: VariantResult | None, costs: dict[
         if objective is not Objective.COST and p50 > gate.max_p50_ms:
             return f"p50 {p50:.3g} ms exceeds max_p50_ms {gate.max_p50_ms:g}"
     return ""
+
+
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """Two p50s with enough digits to tell them apart (0.1054 vs 0.105, not 0.105 vs 0.105)."""
+    for digits in range(3, 7):
+        left, right = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if left != right:
+            break
+    return left, right
 
 
 def _lost(row: VariantResult, best: VariantResult, objective: Objective, costs: dict[str, dict],

@@ -1,5 +1,6 @@
 """`edgemaas compress` on models with several inputs or dynamic shapes: data as a .npz keyed by input name, the ONNX
-passes that apply measured by parity over every output, the others skipped with the reason."""
+passes that apply measured by parity over every output, the others skipped with the reason; every variant timed
+in fresh processes on one request of that feed, priced for Lambda, and gated like any other model's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from edgemaas.cli import cli
-from tests.tensor_models import detector_onnx, vad_onnx
+from edgemaas.compress.cost import load_prices
+from edgemaas.compress.latency import LAMBDA_THREADS, RUNS_PER_PROCESS
+from edgemaas.compress.records import VariantResult, VariantStatus
+from edgemaas.compress.run import gate_variants, measurably_slower
+from edgemaas.spec import GateSection
+from tests.tensor_models import ONNX_OPSET, detector_onnx, vad_onnx
 
 MEASURED_OR_SKIPPED = ("chosen", "passed", "rejected", "skipped")
 
@@ -98,3 +104,108 @@ def test_a_dynamic_width_tflite_file_goes_through_onnx(tmp_path: Path, monkeypat
     assert rows["onnx-float32"]["metric_value"] < 1e-3  # the export itself keeps every output
     assert {rows[n]["status"] for n in ("onnx-float16", "onnx-dynamic", "onnx-qdq")} <= set(MEASURED_OR_SKIPPED)
     assert rows["tflite-int8"]["status"] == "skipped" and rows["tflite-int8"]["reason"]
+
+
+def _timed(card: dict) -> dict[str, dict]:
+    return {row["variant"]: row for row in card["variants"] if row["status"] != "skipped" and row["size_bytes"]}
+
+
+def test_every_variant_of_a_three_input_model_is_timed_and_priced(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    model = vad_onnx(tmp_path / "vad.onnx")
+    feed = _vad_feed(tmp_path / "feed.npz")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["compress", str(model), "--calibration-data", str(feed), "--eval-data",
+                                      str(feed)])
+    assert result.exit_code == 0, result.output
+    card = _report(tmp_path, "vad")
+    rows = _timed(card)
+    # The model brought is ONNX float32: it is a row, the one its ONNX variants are timed and priced against.
+    assert {"onnx-original", "onnx-float16", "onnx-dynamic", "onnx-qdq"} <= set(rows)
+    request = load_prices().request_per_million
+    for name, row in rows.items():
+        latency = row["latency"]
+        assert latency["p50_ms"] == row["latency_p50_ms"] > 0, name
+        assert latency["ci95_ms"][0] <= row["latency_p50_ms"] <= latency["ci95_ms"][1], name
+        assert latency["samples"] == RUNS_PER_PROCESS * latency["processes"] and latency["processes"] >= 2, name
+        assert latency["threads"] == LAMBDA_THREADS and latency["peak_rss_mb"] > 0, name
+        for arch in ("x86_64", "arm64"):
+            cell = row["lambda"][arch]
+            assert cell["memory_mb"] >= 128 and cell["billed_ms"] >= 1, (name, arch)
+            assert cell["cost_per_million"] > request, (name, arch)  # the request fee plus some GB-seconds
+    # One request of the feed (batch 4): the first along each input's batch dimension, wherever the file puts it.
+    assert card["timed_request"] == ["input [1, 512]", "state [2, 1, 16]", "sr []"]
+    assert card["machine"]["arch"] and card["machine"]["model"]
+    priced = card["gate"]["lambda"]["formats"]["onnx"]
+    assert priced["variant"] == card["gate"]["chosen"]["onnx"] and priced["float_variant"] == "onnx-original"
+    assert priced["costs"]["x86_64"] and priced["float_costs"]["x86_64"]
+    markdown = (tmp_path / "dist" / "vad" / "report" / "report.md").read_text()
+    assert "## Lambda cost per 1M requests" in markdown
+    assert "One timed request, from the eval feed: `input [1, 512]`, `state [2, 1, 16]`, `sr []`." in markdown
+    for name in rows:
+        assert f"| {name} | " in markdown.split("## Lambda cost per 1M requests")[1] or \
+            f"| **{name}** | " in markdown.split("## Lambda cost per 1M requests")[1], name
+    assert (tmp_path / "dist" / "vad" / "report" / "cost_vs_metric.png").stat().st_size > 0
+
+
+def _two_input_convnet(path: Path) -> Path:
+    """images [batch, 3, 32, 32] through two 3x3 convolutions, times a per-sample scale [batch, 1]: convolutions are
+    where dynamic int8 (ConvInteger) can run slower than float32 on an x86 CPU."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), name)
+               for name, shape, scale in (("w1", (32, 3, 3, 3), 0.3), ("w2", (32, 32, 3, 3), 0.1),
+                                          ("w3", (32, 4), 0.3))]
+    nodes = [helper.make_node("Conv", ["images", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("ReduceMean", ["r2"], ["pooled"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "w3"], ["logits"]),
+             helper.make_node("Mul", ["logits", "scale"], ["score"])]
+    graph = helper.make_graph(
+        nodes, "convpair", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 32, 32]),
+                            helper.make_tensor_value_info("scale", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 4])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_gate_never_ships_a_variant_measurably_slower_than_float32(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _two_input_convnet(tmp_path / "convpair.onnx")
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "feed.npz", images=rng.standard_normal((8, 3, 32, 32)).astype(np.float32),
+             scale=rng.uniform(0.5, 2.0, (8, 1)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["compress", str(model), "--calibration-data", str(tmp_path / "feed.npz")])
+    assert result.exit_code == 0, result.output
+    card = _report(tmp_path, "convpair")
+    assert card["gate"]["objective"] == "cost" and card["timed_request"] == ["images [1, 3, 32, 32]", "scale [1, 1]"]
+    float_row = VariantResult.from_dict(_timed(card)["onnx-original"])
+    shipped = VariantResult.from_dict(_timed(card)[card["gate"]["chosen"]["onnx"]])
+    assert not measurably_slower(shipped, float_row)
+    # The real gate on the real rows, with a budget every variant's parity meets: only time and cost decide.
+    for objective in ("cost", "fastest", "smallest"):
+        rows = [VariantResult.from_dict(row) for row in card["variants"]]
+        for row in rows:  # back to what the gate saw: measured, no verdict
+            if row.status in (VariantStatus.CHOSEN, VariantStatus.PASSED, VariantStatus.REJECTED):
+                row.status, row.reason = VariantStatus.MEASURED, ""
+        selection = gate_variants(rows, GateSection(max_metric_drop=100.0, objective=objective), card["task"],
+                                  False, "onnx-original")
+        by_name = {row.variant: row for row in rows}
+        measured = [r for r in rows if r.format == "onnx" and r.latency_p50_ms is not None]
+        assert len(measured) == 4, [r.variant for r in measured]  # the original and its three variants
+        slower = [r for r in measured if r is not by_name["onnx-original"] and measurably_slower(r, float_row)]
+        if objective == "smallest":  # size alone decides: the smallest file ships, however slow
+            assert selection.chosen["onnx"] == min(measured, key=lambda r: (r.gzip_bytes, r.variant)).variant
+            continue
+        assert not measurably_slower(by_name[selection.chosen["onnx"]], float_row), objective
+        for row in slower:
+            assert row.status is VariantStatus.REJECTED, (objective, row.variant)
+            assert row.reason.startswith("slower than onnx-original ("), (objective, row.reason)
