@@ -253,6 +253,8 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
                 row.notes.append("layers left alone by " + variant.parent + ": " +
                                  "; ".join(f"{k} ({v})" for k, v in skipped_layers.items()))
             rows.append(row)
+    if root == ONNX_ROOT:  # the float32 model of the ONNX format: what its variants must beat on time and cost
+        rows.insert(0, _original_row(root_manifest, root_dir, reference_metric[metric_name]))
     _debug_layers(ws, name, rows, variants, manifests, data, compress, report)
     _repair(ws, rows, manifests, root_manifest, data, reference, reference_metric, compress, gate, stamp, force,
             report)
@@ -272,6 +274,16 @@ def compress_model_card(ws: Workspace, root_manifest: Manifest, root: str, compr
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemaas_version=__version__,
         extra={"machine": machine} if machine else {},
     )
+
+
+def _original_row(manifest: Manifest, directory: Path, metric_value: float) -> VariantResult:
+    """The ONNX float32 file the user brought, as a row: the variant its ONNX passes are timed and priced against,
+    and the one that ships when none of them is cheaper."""
+    return VariantResult(
+        variant=ONNX_ROOT, format="onnx", parent=None, status=VariantStatus.MEASURED, metric_value=metric_value,
+        metric_drop=0.0, size_bytes=manifest.model.size_bytes, gzip_bytes=_gzip_size(directory, manifest),
+        sparsity=model_sparsity(directory / manifest.model.file), parity_max_abs=0.0, runtime="onnxruntime",
+        notes=["the model you brought: the float32 model the ONNX variants are timed and priced against"])
 
 
 def _named_inputs_card(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection,
@@ -377,7 +389,7 @@ def _repair_one(ws: Workspace, broken: VariantResult, mixed_name: str, rows: lis
     if not ranked:
         return
     fmt = broken.format
-    floats = [r.size_bytes for r in rows if r.variant in (f"{fmt}-float32", f"{fmt}-float16")
+    floats = [r.size_bytes for r in rows if r.variant in (f"{fmt}-float32", f"{fmt}-float16", f"{fmt}-original")
               and r.status is VariantStatus.MEASURED and r.metric_drop is not None
               and r.metric_drop <= gate.max_metric_drop and r.size_bytes]
     limit = min(floats) if floats else None
