@@ -68,6 +68,9 @@ def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress
             row, made[variant.name] = _make(ws, root_manifest, made[variant.parent], variant.parent, variant.name,
                                             calibration, evaluation, reference, compress)
             rows.append(row)
+            if variant.name == "onnx-qdq":
+                report(f"{variant.name}: per-layer quantization error")
+                _debug_layers(ws, name, row, variant.parent, made[variant.parent], calibration, compress)
         except StageFailed as exc:
             rows.append(VariantResult(variant=variant.name, format="onnx", parent=variant.parent,
                                       status=VariantStatus.FAILED, reason=str(exc).splitlines()[0][:300]))
@@ -78,6 +81,21 @@ def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress
         rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
                                   status=VariantStatus.SKIPPED, reason=why))
     return rows, reference, timing
+
+
+def _debug_layers(ws: Workspace, name: str, row: VariantResult, parent_variant: str, parent: Manifest,
+                  calibration: Path, compress: Any) -> None:
+    """The error each layer adds in the QDQ model (onnxruntime's qdq_loss_debug on the whole calibration feed), by
+    the float graph's node names: row.extra["layers"], as for a single-input model."""
+    from edgemaas.compress.passes.onnx_passes import qdq_layer_errors
+
+    folder = ws.variant_dir(name, row.variant)
+    try:
+        row.extra["layers"] = run_isolated(
+            qdq_layer_errors, str(ws.variant_dir(name, parent_variant) / parent.model.file), str(folder / "model.onnx"),
+            str(calibration), True, timeout=compress.timeout_s, log_path=folder / "layers.log")
+    except StageFailed as exc:
+        row.notes.append(f"per-layer debugging failed: {str(exc).splitlines()[0][:300]}")
 
 
 def _original_row(root: str, path: Path, manifest: Manifest, reference: dict[str, Any]) -> VariantResult:

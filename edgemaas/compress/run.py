@@ -385,7 +385,8 @@ def _repair_one(ws: Workspace, broken: VariantResult, mixed_name: str, rows: lis
     or is no longer smaller than the best passing float model of its format. The last attempt becomes the row
     `mixed_name` (its notes list every attempt)."""
     ranked = sorted((entry for entry in (broken.extra.get("layers") or {}).get("layers", [])
-                     if math.isfinite(entry.get("error", math.nan))), key=lambda e: -e["error"])
+                     if math.isfinite(entry.get("error", math.nan)) and entry.get("tensors")),
+                    key=lambda e: -e["error"])
     if not ranked:
         return
     fmt = broken.format

@@ -187,6 +187,15 @@ def test_the_gate_never_ships_a_variant_measurably_slower_than_float32(tmp_path:
     assert result.exit_code == 0, result.output
     card = _report(tmp_path, "convpair")
     assert card["gate"]["objective"] == "cost" and card["timed_request"] == ["images [1, 3, 32, 32]", "scale [1, 1]"]
+    # onnx-qdq's per-layer error (onnxruntime's qdq_loss_debug on the whole two-input feed), by the graph's names:
+    # the two convolutions' Relus (dropped by the quantizer, their tensors written by the Conv) are not charged the
+    # negative half of their activations as noise.
+    layers = {entry["layer"]: entry for entry in _timed(card)["onnx-qdq"]["layers"]["layers"]}
+    assert layers and set(layers) <= {"r1", "r2", "pooled", "logits", "score"}, layers
+    assert all(0 <= entry["error"] < 0.1 for entry in layers.values()), layers
+    worst = max(layers, key=lambda name: layers[name]["error"])
+    markdown = (tmp_path / "dist" / "convpair" / "report" / "report.md").read_text()
+    assert "## Per-layer quantization error" in markdown and f"| {worst} | {layers[worst]['op']} |" in markdown
     float_row = VariantResult.from_dict(_timed(card)["onnx-original"])
     shipped = VariantResult.from_dict(_timed(card)[card["gate"]["chosen"]["onnx"]])
     assert not measurably_slower(shipped, float_row)

@@ -410,10 +410,14 @@ def _preprocess(source_path: str, target: Path) -> tuple[Path, dict]:
 
 
 def _calibration_reader(base: type, feeds: dict[str, np.ndarray], batch: int) -> Any:
-    """A CalibrationDataReader over preprocessed samples, in small batches (the model's batch is dynamic)."""
+    """A CalibrationDataReader over preprocessed samples, in small batches (the model's batch is dynamic); batch 0:
+    the feed once, as it is."""
 
     class Reader(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
+            if batch == 0:
+                self._batches = iter([dict(feeds)])
+                return
             count = len(next(iter(feeds.values())))
             self._batches = iter([{name: array[start:start + batch] for name, array in feeds.items()}
                                   for start in range(0, count, batch)])
@@ -649,9 +653,13 @@ ONNX_DEBUG_METRIC = ("noise / signal RMS (10^(-SQNR/20)): the layer output's own
 DEBUG_SAMPLES = 64
 
 
-def qdq_layer_errors(float_path: str, qdq_path: str, calibration_path: str) -> dict:
+def qdq_layer_errors(float_path: str, qdq_path: str, calibration_path: str, whole_feed: bool = False) -> dict:
     """Job: the error each node's quantized output adds in a QDQ model, by the float graph's node names, in graph
     order: {"method", "metric", "layers": [{"layer", "op", "error", "tensors": [node names to exclude]}]}.
+
+    `whole_feed`: the calibration file is one feed of several inputs (an .npz keyed by input name, or in input
+    order), run as it is: its inputs need not share a leading sample dimension (a state [2, batch, 16], a 0-d
+    sample rate).
 
     The QDQ model was quantized from the preprocessed float graph, so that graph (made again, deterministically)
     names the nodes; ORT's `qdq_err` compares each tensor before its QuantizeLinear with its DequantizeLinear
@@ -670,15 +678,23 @@ def qdq_layer_errors(float_path: str, qdq_path: str, calibration_path: str) -> d
         source, _ = _preprocess(float_path, scratch / "preprocessed.onnx")
         augmented = scratch / "augmented.onnx"
         debug.modify_model_output_intermediate_tensors(str(qdq_path), str(augmented))
-        feeds = {name: array[:DEBUG_SAMPLES] for name, array in _load_feeds(calibration_path,
-                                                                            _session(qdq_path)).items()}
-        activations = debug.collect_activations(str(augmented), _calibration_reader(q.CalibrationDataReader, feeds, 1))
+        if whole_feed:
+            feeds, batch = _whole_feed(calibration_path, _session(qdq_path)), 0
+        else:
+            feeds, batch = {name: array[:DEBUG_SAMPLES] for name, array in _load_feeds(calibration_path,
+                                                                                       _session(qdq_path)).items()}, 1
+        activations = debug.collect_activations(str(augmented),
+                                                _calibration_reader(q.CalibrationDataReader, feeds, batch))
         float_augmented = scratch / "float-augmented.onnx"
         debug.modify_model_output_intermediate_tensors(str(source), str(float_augmented))
         floats = debug.collect_activations(str(float_augmented),
-                                           _calibration_reader(q.CalibrationDataReader, feeds, 1))
+                                           _calibration_reader(q.CalibrationDataReader, feeds, batch))
         errors = debug.compute_activation_error(debug.create_activation_matching(activations, floats))
         graph = onnx.load(str(source)).graph
+        # The quantizer drops a Relu after a Conv or MatMul (the QuantizeLinear's zero point clips instead), and the
+        # op before it then writes the Relu's tensor: that tensor's pre-quantization value is not the Relu's output,
+        # and its "own noise" would be the negative half of the activations (seen: 0.7 for a 1% drift).
+        quantized_by = {output: n.op_type for n in onnx.load(str(qdq_path)).graph.node for output in n.output}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     made_by = {output: node for node in graph.node for output in node.output}
@@ -694,28 +710,45 @@ def qdq_layer_errors(float_path: str, qdq_path: str, calibration_path: str) -> d
         return max((drift_of(i, seen | {tensor}) for i in node.input), default=0.0)
 
     # Nodes grouped by the layer that made them (tf2onnx names them "<model>/<layer>/<op>"): a MatMul, its bias Add
-    # and its Relu are one layer, quantized (and kept in float) together.
+    # and its Relu are one layer, quantized (and kept in float) together. A node without a name (hand-made graphs)
+    # is shown by the tensor it makes, and cannot be excluded by name.
     layers: dict[str, dict[str, Any]] = {}
     for node in graph.node:
-        if not node.name:
+        if not node.name and not node.output:
             continue
-        group = node.name.rsplit("/", 1)[0] if "/" in node.name else node.name
+        group = (node.name.rsplit("/", 1)[0] if "/" in node.name else node.name) or node.output[0]
         entry = layers.setdefault(group, {"layer": group, "op": node.op_type, "error": 0.0, "tensors": []})
-        entry["tensors"].append(node.name)
+        if node.name:
+            entry["tensors"].append(node.name)
         error = 0.0
+        inbound = max((drift_of(i) for i in node.input), default=0.0)
         for tensor in node.output:
             figures = errors.get(tensor) or {}
-            own = _noise_ratio(figures["qdq_err"]) if "qdq_err" in figures else 0.0
-            # What the node adds: its output's own quantization noise, or how much further from the float model
-            # its output is than its inputs were (quantized weights show only there).
-            added = drift.get(tensor, 0.0) - max((drift_of(i) for i in node.input), default=0.0) \
-                if tensor in drift else 0.0
-            error = max(error, own, added)
+            own = _noise_ratio(figures["qdq_err"]) \
+                if "qdq_err" in figures and _maker(quantized_by, tensor) in (node.op_type, None) else 0.0
+            # What the node adds: its output's own quantization noise beyond the drift its inputs already carry
+            # (values a broken layer upstream pushed out of this tensor's calibrated range clip here too, and that
+            # is not this layer's doing), or how much further from the float model its output is than its inputs
+            # were (quantized weights show only there).
+            added = drift.get(tensor, 0.0) - inbound if tensor in drift else 0.0
+            error = max(error, own - inbound, added)
         if error > entry["error"]:
             entry["error"], entry["op"] = error, node.op_type
     ranked = [entry for entry in layers.values() if entry["error"] > 0 or len(layers) == 1]
-    return {"method": ONNX_DEBUG_METHOD, "metric": ONNX_DEBUG_METRIC, "samples": len(next(iter(feeds.values()))),
-            "layers": ranked}
+    samples = 1 if whole_feed else len(next(iter(feeds.values())))
+    return {"method": ONNX_DEBUG_METHOD, "metric": ONNX_DEBUG_METRIC, "samples": samples, "layers": ranked}
+
+
+def _maker(quantized_by: dict[str, str], tensor: str) -> str | None:
+    """The op that makes `tensor`'s pre-quantization value in the QDQ model (a graph output's is renamed)."""
+    return quantized_by.get(f"{tensor}_QuantizeLinear_Input") or quantized_by.get(tensor)
+
+
+def _whole_feed(path: str, session: Any) -> dict[str, np.ndarray]:
+    """One feed of every input, cast to the dtypes the model takes, shapes as they are."""
+    arrays = _load_arrays(path, [i.name for i in session.get_inputs()])
+    return {node.name: np.asarray(arrays[node.name]).astype(_input_dtype(node), copy=False)
+            for node in session.get_inputs()}
 
 
 def _noise_ratio(sqnr_db: float) -> float:
