@@ -579,7 +579,10 @@ def gate_variants(rows: list[VariantResult], gate: GateSection, task: str, label
     edge: dict[str, str | None] = {}
     priced: dict[str, Any] = {}
     fallback = []
-    for fmt in sorted({r.format for r in rows if r.format in ("tflite", "onnx")}):
+    # A format whose every row was skipped (an .onnx file cannot become TFLite) has nothing to choose and no float
+    # model to fall back to: it is left out, not reported as "none passed, the float model ships".
+    for fmt in sorted({r.format for r in rows
+                       if r.format in ("tflite", "onnx") and r.status is not VariantStatus.SKIPPED}):
         measured = [r for r in rows if r.format == fmt and r.status is VariantStatus.MEASURED]
         float_row = next((r for r in measured if r.variant in [f.format(fmt=fmt) for f in FLOAT_VARIANTS]), None)
         costs = {r.variant: _price_row(r, prices, gate.max_p50_ms if objective is Objective.COST else None)

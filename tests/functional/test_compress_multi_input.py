@@ -135,6 +135,9 @@ def test_every_variant_of_a_three_input_model_is_timed_and_priced(tmp_path: Path
             assert cell["cost_per_million"] > request, (name, arch)  # the request fee plus some GB-seconds
     # One request of the feed (batch 4): the first along each input's batch dimension, wherever the file puts it.
     assert card["timed_request"] == ["input [1, 512]", "state [2, 1, 16]", "sr []"]
+    # An .onnx file cannot become TFLite: no TFLite choice, and no "the float model ships" for it.
+    assert card["gate"]["fallback"] == [] and "tflite" not in card["gate"]["chosen"]
+    assert "No variant passed the gate for tflite" not in result.output
     assert card["machine"]["arch"] and card["machine"]["model"]
     priced = card["gate"]["lambda"]["formats"]["onnx"]
     assert priced["variant"] == card["gate"]["chosen"]["onnx"] and priced["float_variant"] == "onnx-original"
