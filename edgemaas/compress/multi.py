@@ -13,6 +13,7 @@ request taken from the eval feed, so the gate can price the rows and refuse one 
 from __future__ import annotations
 
 import gzip
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,9 +39,11 @@ BATCH_NAMES = ("batch", "batch_size", "batchsize", "bs", "n", "b")
 
 
 def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress: Any, data_source: Path,
-                     report: Callable[[str], None]) -> tuple[list[VariantResult], dict[str, Any], dict[str, Any]]:
+                     report: Callable[[str], None], max_metric_drop: float | None = None
+                     ) -> tuple[list[VariantResult], dict[str, Any], dict[str, Any]]:
     """Make, measure and time the passes that apply; rows for every wanted variant, the reference's measurement,
-    and what timed them ({"machine": the CPU, "request": the timed request's tensors})."""
+    and what timed them ({"machine": the CPU, "request": the timed request's tensors}). When onnx-qdq's parity drop
+    exceeds `max_metric_drop`, onnx-qdq-mixed keeps its worst layers in float."""
     name = root_manifest.name
     root_dir = ws.variant_dir(name, root)
     directory = ws.model_dir(name) / "compress-data"
@@ -74,6 +77,12 @@ def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress
         except StageFailed as exc:
             rows.append(VariantResult(variant=variant.name, format="onnx", parent=variant.parent,
                                       status=VariantStatus.FAILED, reason=str(exc).splitlines()[0][:300]))
+    qdq = next((r for r in rows if r.variant == "onnx-qdq" and r.status is VariantStatus.MEASURED), None)
+    if qdq is not None and max_metric_drop is not None and (qdq.metric_drop or 0.0) > max_metric_drop:
+        mixed = _repair(ws, root_manifest, qdq, made, rows, calibration, evaluation, reference, compress,
+                        max_metric_drop, report)
+        if mixed is not None:
+            rows.append(mixed)
     if root == ONNX_ROOT:  # the float32 model of the ONNX format: what its variants must beat on time and cost
         rows.insert(0, _original_row(root, root_dir / root_manifest.model.file, root_manifest, reference))
     timing = _time_rows(ws, name, rows, evaluation, root_manifest.inputs, order, compress, report)
@@ -81,6 +90,52 @@ def multi_input_rows(ws: Workspace, root_manifest: Manifest, root: str, compress
         rows.append(VariantResult(variant=variant_name, format=variant_name.split("-")[0], parent=None,
                                   status=VariantStatus.SKIPPED, reason=why))
     return rows, reference, timing
+
+
+def _repair(ws: Workspace, root: Manifest, broken: VariantResult, made: dict[str, Manifest],
+            rows: list[VariantResult], calibration: Path, evaluation: Path, reference: dict[str, Any], compress: Any,
+            budget: float, report: Callable[[str], None]) -> VariantResult | None:
+    """Selective precision as for a single-input model: onnx-qdq with its worst 1, 2, 4, ... layers kept in float
+    (nodes_to_exclude), until the result passes the budget or is no longer smaller than the smallest float model
+    within it. The last attempt is the row onnx-qdq-mixed; its notes list every attempt."""
+    ranked = sorted((entry for entry in (broken.extra.get("layers") or {}).get("layers", [])
+                     if math.isfinite(entry.get("error", math.nan)) and entry.get("tensors")),
+                    key=lambda e: -e["error"])
+    if not ranked or broken.parent not in made:
+        return None
+    limit = min((r.size_bytes for r in rows if r.variant in ("onnx-float32", "onnx-float16", ONNX_ROOT)
+                 and r.size_bytes and (r.metric_drop or 0.0) <= budget), default=None)
+    if broken.parent == ONNX_ROOT:
+        limit = min(limit or root.model.size_bytes, root.model.size_bytes)
+    attempts: list[str] = []
+    mixed: VariantResult | None = None
+    count = 1
+    while True:
+        keep = ranked[:count]
+        names = [entry["layer"] for entry in keep]
+        report(f"onnx-qdq-mixed: int8 with {', '.join(names)} in float")
+        try:
+            mixed, made["onnx-qdq-mixed"] = _make(ws, root, made[broken.parent], broken.parent, "onnx-qdq-mixed",
+                                                  calibration, evaluation, reference, compress,
+                                                  [t for entry in keep for t in entry["tensors"]])
+        except StageFailed as exc:
+            attempts.append(f"{len(names)} in float: failed ({str(exc).splitlines()[0][:200]})")
+            break
+        mixed.extra["kept_float"] = names
+        attempts.append(f"{len(names)} in float: drop {mixed.metric_drop:.2f}, {mixed.size_bytes} bytes")
+        if (mixed.metric_drop or 0.0) <= budget or count == len(ranked):
+            break
+        if limit is not None and mixed.size_bytes and mixed.size_bytes >= limit:
+            attempts.append(f"stopped: no longer smaller than the smallest float model within the budget ({limit} "
+                            "bytes)")
+            break
+        count = min(count * 2, len(ranked))
+    if mixed is None:
+        broken.notes.append("selective precision failed: " + "; ".join(attempts))
+        return None
+    mixed.notes.append(f"repairs {broken.variant} (drop {broken.metric_drop:.2f}) by keeping in float: "
+                       + ", ".join(mixed.extra["kept_float"]) + "; attempts: " + "; ".join(attempts))
+    return mixed
 
 
 def _debug_layers(ws: Workspace, name: str, row: VariantResult, parent_variant: str, parent: Manifest,
@@ -151,7 +206,8 @@ def _why_not(manifest: Manifest) -> str:
 
 
 def _make(ws: Workspace, root: Manifest, parent: Manifest, parent_variant: str, variant: str, calibration: Path,
-          evaluation: Path, reference: dict[str, Any], compress: Any) -> tuple[VariantResult, Manifest]:
+          evaluation: Path, reference: dict[str, Any], compress: Any,
+          exclude: list[str] | None = None) -> tuple[VariantResult, Manifest]:
     out_dir = ws.variant_dir(root.name, variant)
     source = ws.variant_dir(root.name, parent_variant) / parent.model.file
     order = [spec.public_name for spec in root.inputs]  # a converted model may rename its inputs: match by position
@@ -159,9 +215,13 @@ def _make(ws: Workspace, root: Manifest, parent: Manifest, parent_variant: str, 
     with atomic_dir(out_dir) as tmp:  # built beside it and swapped in whole: never half a variant
         out = tmp / "model.onnx"
         run_isolated(_pass_job, variant, str(source), str(out), str(calibration), order,
-                     bool(compress.onnx.per_channel), int(compress.onnx.opset), timeout=compress.timeout_s, log_path=tmp / "pass.log")
+                     bool(compress.onnx.per_channel), int(compress.onnx.opset), exclude,
+                     timeout=compress.timeout_s, log_path=tmp / "pass.log")
+        notes: dict[str, Any] = {"data": "one feed per input name (.npz)"}
+        if exclude:
+            notes["excluded"] = list(exclude)
         provenance = {"created_by": f"edgemaas {__version__}", "pass": variant, "parent": root.model.sha256,
-                      "parent_variant": parent_variant, "notes": {"data": "one feed per input name (.npz)"},
+                      "parent_variant": parent_variant, "notes": notes,
                       "seconds": round(time.perf_counter() - started, 2)}
         try:
             manifest = variant_manifest(root, out, variant, provenance)
@@ -214,8 +274,9 @@ def _outputs_job(model_dir: str, feed_path: str, order: list[str]) -> dict[str, 
 
 
 def _pass_job(variant: str, source: str, out: str, calibration: str, order: list[str], per_channel: bool,
-              opset: int) -> dict[str, Any]:
-    """ONNX export of a TFLite file, float16, dynamic int8 or static QDQ int8 whose calibration feeds every input."""
+              opset: int, exclude: list[str] | None = None) -> dict[str, Any]:
+    """ONNX export of a TFLite file, float16, dynamic int8 or static QDQ int8 whose calibration feeds every input
+    (`exclude`: nodes kept in float, onnx-qdq-mixed)."""
     import onnx
 
     if variant == "onnx-float32":
@@ -241,7 +302,7 @@ def _pass_job(variant: str, source: str, out: str, calibration: str, order: list
     with np.load(calibration, allow_pickle=False) as data:
         feed = {i.name: data[name].astype(_dtype(i.type)) for i, name in zip(inputs, order)}
     quantize_static(source, out, _OneFeed(feed), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [])
     return {}
 
 

@@ -289,7 +289,7 @@ def _original_row(manifest: Manifest, directory: Path, metric_value: float) -> V
 def _named_inputs_card(ws: Workspace, root_manifest: Manifest, root: str, compress: CompressSection,
                        gate: GateSection, data_source: Path, eval_description: str, report: Report) -> ReportCard:
     """Several inputs or dynamic shapes (edgemaas.compress.multi): parity over every output is the metric."""
-    rows, _, timing = multi_input_rows(ws, root_manifest, root, compress, data_source, report)
+    rows, _, timing = multi_input_rows(ws, root_manifest, root, compress, data_source, report, gate.max_metric_drop)
     _size_ratios(rows)
     root_dir = ws.variant_dir(root_manifest.name, root)
     return ReportCard(

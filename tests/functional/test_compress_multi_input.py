@@ -18,7 +18,9 @@ from edgemaas.compress.cost import load_prices
 from edgemaas.compress.latency import LAMBDA_THREADS, RUNS_PER_PROCESS
 from edgemaas.compress.records import VariantResult, VariantStatus
 from edgemaas.compress.run import gate_variants, measurably_slower
-from edgemaas.spec import GateSection
+from edgemaas.pipeline import compress_file
+from edgemaas.spec import GateSection, Spec
+from edgemaas.workspace import Workspace
 from tests.tensor_models import ONNX_OPSET, detector_onnx, vad_onnx
 
 MEASURED_OR_SKIPPED = ("chosen", "passed", "rejected", "skipped")
@@ -221,3 +223,59 @@ def test_the_gate_never_ships_a_variant_measurably_slower_than_float32(tmp_path:
         for row in slower:
             assert row.status is VariantStatus.REJECTED, (objective, row.variant)
             assert row.reason.startswith("slower than onnx-original ("), (objective, row.reason)
+
+
+def _two_input_spiky(path: Path) -> Path:
+    """probs = softmax(relu(relu(a @ W_spiky) + b @ W_side) @ W_hidden ... @ W_head), nodes named "<layer>/<op>".
+    W_spiky's row for a's feature 0 (always 0 in the data) is 1e4: harmless in float, it stretches every column's
+    int8 scale until its real weights round to 0 (as in test_selective_precision.py, with two inputs)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    spiky = (rng.normal(size=(8, 32)) * 0.3).astype(np.float32)
+    spiky[0, :] = 1.0e4
+    weights = [numpy_helper.from_array(spiky, "w_spiky")] + [
+        numpy_helper.from_array((rng.normal(size=shape) * 0.3).astype(np.float32), name)
+        for name, shape in (("w_side", (8, 32)), ("w_hidden", (32, 256)), ("w_head", (256, 4)))]
+    node = helper.make_node
+    nodes = [node("MatMul", ["a", "w_spiky"], ["s"], name="spiky/MatMul"),
+             node("Relu", ["s"], ["sr"], name="spiky/Relu"),
+             node("MatMul", ["b", "w_side"], ["t"], name="side/MatMul"),
+             node("Add", ["sr", "t"], ["u"], name="mix/Add"),
+             node("MatMul", ["u", "w_hidden"], ["h"], name="hidden/MatMul"),
+             node("Relu", ["h"], ["hr"], name="hidden/Relu"),
+             node("MatMul", ["hr", "w_head"], ["logits"], name="head/MatMul"),
+             node("Softmax", ["logits"], ["probs"], name="head/Softmax", axis=-1)]
+    graph = helper.make_graph(
+        nodes, "twospiky", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 8]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 4])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_two_input_qdq_model_is_debugged_by_node_and_repaired(tmp_path: Path) -> None:
+    model = _two_input_spiky(tmp_path / "twospiky.onnx")
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(64, 8)).astype(np.float32)
+    a[:, 0] = 0.0
+    np.savez(tmp_path / "feed.npz", a=a, b=rng.normal(size=(64, 8)).astype(np.float32))
+    spec = Spec.model_validate({"name": "twospiky", "model": {"path": str(model)},
+                                "compress": {"variants": ["onnx-float32", "onnx-qdq"]},
+                                "gate": {"max_metric_drop": 10.0}}, strict=False)
+    card = compress_file(model, Workspace(tmp_path / "ws"), calibration_data=tmp_path / "feed.npz", spec=spec)
+    rows = {row["variant"]: row for row in card["variants"]}
+    qdq, mixed = rows["onnx-qdq"], rows["onnx-qdq-mixed"]
+    assert qdq["status"] == "rejected" and qdq["metric_drop"] > 10.0
+    layers = qdq["layers"]["layers"]
+    assert max(layers, key=lambda entry: entry["error"])["layer"] == "spiky"
+    assert {entry["layer"] for entry in layers} <= {"spiky", "side", "mix", "hidden", "head"}
+    assert mixed["kept_float"] == ["spiky"] and mixed["metric_drop"] <= 10.0
+    assert mixed["size_bytes"] < rows["onnx-original"]["size_bytes"]  # the other layers stayed int8
+    assert any(note.startswith("repairs onnx-qdq (drop ") for note in mixed["notes"]), mixed["notes"]
+    assert mixed["latency_p50_ms"] and mixed["lambda"]["x86_64"]["cost_per_million"] > 0  # timed and priced too
+    if mixed["status"] == "rejected":  # within the budget: only time or cost can keep it from shipping
+        assert mixed["reason"].startswith("slower than onnx-original"), mixed["reason"]
