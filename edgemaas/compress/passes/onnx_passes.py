@@ -648,8 +648,8 @@ def _initializer_bytes(model: Any) -> int:
 # ---------------------------------------------------------------------------------------------- per-layer debugging
 
 ONNX_DEBUG_METHOD = "onnxruntime qdq_loss_debug (nodes grouped by the layer that made them)"
-ONNX_DEBUG_METRIC = ("noise / signal RMS (10^(-SQNR/20)): the layer output's own quantization noise, or the "
-                     "drift from the float model it adds, the worse")
+ONNX_DEBUG_METRIC = ("noise / signal RMS (10^(-SQNR/20)): the layer output's own quantization noise beyond the "
+                     "drift its inputs carry, or the drift from the float model it adds, the worse")
 DEBUG_SAMPLES = 64
 
 
