@@ -41,6 +41,7 @@ from edgemaas.workspace import Workspace
 Report = Callable[[str], None]
 PARITY_SAMPLES = 100
 LAYERS_FILE = "layers.json"
+LAYERS_VERSION = 2  # bumped when the per-layer figures change meaning: cached layers.json files are redone
 # Full-int8 variants and the selective-precision variant that repairs each when it fails the gate.
 MIXED = {"tflite-int8": "tflite-int8-mixed", "onnx-qdq": "onnx-qdq-mixed"}
 
@@ -329,7 +330,7 @@ def _debug_layers(ws: Workspace, name: str, rows: list[VariantResult], variants:
         else:
             continue
         out = ws.variant_dir(name, row.variant) / LAYERS_FILE
-        stamp = manifests[row.variant].provenance.get("fingerprint")
+        stamp = f"{manifests[row.variant].provenance.get('fingerprint')}/{LAYERS_VERSION}"
         cached = _read_json(out)
         if cached and cached.get("fingerprint") == stamp:
             row.extra["layers"] = cached["result"]
