@@ -95,6 +95,9 @@ def regate(card: dict[str, Any], objective: str) -> dict[str, Any]:
         out[fmt] = {"variant": chosen, "p50_ms": row.latency_p50_ms, "float_p50_ms": base.latency_p50_ms,
                     "cost": cost(row), "float_cost": cost(base),
                     "memory_mb": ((row.extra.get("lambda") or {}).get("x86_64") or {}).get("memory_mb"),
+                    "billed_ms": ((row.extra.get("lambda") or {}).get("x86_64") or {}).get("billed_ms"),
+                    "float_billed_ms": ((base.extra.get("lambda") or {}).get("x86_64") or {}).get("billed_ms"),
+                    "float_memory_mb": ((base.extra.get("lambda") or {}).get("x86_64") or {}).get("memory_mb"),
                     "kept_float": row.extra.get("kept_float") or [],
                     "size": row.size_bytes, "float_size": base.size_bytes,
                     "measurably_slower": row is not base and row.latency_p50_ms is not None
