@@ -11,12 +11,14 @@ Sample inputs (`.npy`) are already preprocessed, as the model takes them. A mode
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -402,11 +404,26 @@ def _preprocess(source_path: str, target: Path) -> tuple[Path, dict]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(source_path, str(target), skip_optimization=False)
+        # When symbolic shape inference is incomplete, onnxruntime saves sym_shape_infer_temp.onnx and a uuid .data
+        # file into the current directory before raising: run it from a scratch directory (passes run in their own
+        # child process, so changing its directory touches nothing else).
+        source, out = os.path.abspath(source_path), str(Path(target).resolve())
+        with tempfile.TemporaryDirectory(prefix="edgemaas-ort-pre-") as scratch, _working_directory(scratch):
+            quant_pre_process(source, out, skip_optimization=False)
         _session(target)  # a preprocessed model that does not load is no better than a failed pre-pass
         return target, {"ok": True}
     except Exception as exc:  # noqa: BLE001 - quantizing the raw model still works, usually
         return Path(source_path), {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _calibration_reader(base: type, feeds: dict[str, np.ndarray], batch: int) -> Any:
