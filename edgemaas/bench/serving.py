@@ -259,8 +259,8 @@ def start_server(spec: ServerSpec, venv: Path, model_dir: Path, sample: Any, tex
     scratch: list[Path] = []
     if spec.venv == "edgemaas":
         command = [python, "-m", "edgemaas.edge_entry", "--model-dir", str(model_dir), "serve", "--port", str(port),
-                   "--quiet", "--max-batch", str(MAX_BATCH if spec.batching else 1), "--max-wait-ms",
-                   str(MAX_WAIT_MS)]
+                   "--quiet", "--max-wait-ms", str(MAX_WAIT_MS)] + ([] if spec.batching else ["--max-batch", "1"])
+        # batching on: our default --max-batch (32, fewer for large samples: cli.default_max_batch), as a user gets
     elif spec.venv == "litserve":
         command = [python, str(PEERS_SRC / "litserve_server.py"), str(port)]
     elif spec.venv == "kserve":

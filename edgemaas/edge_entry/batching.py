@@ -28,9 +28,10 @@ QUEUED, RUNNING, DONE, CANCELLED = range(4)
 
 
 class Job:
-    __slots__ = ("arrays", "count", "key", "call", "result", "error", "state", "done")
+    __slots__ = ("arrays", "count", "key", "call", "result", "error", "state", "done", "notify")
 
-    def __init__(self, arrays: list[np.ndarray] | None, call: Callable[[Service], Reply] | None) -> None:
+    def __init__(self, arrays: list[np.ndarray] | None, call: Callable[[Service], Reply] | None,
+                 notify: Callable[["Job"], None] | None = None) -> None:
         self.arrays = arrays
         self.count = int(arrays[0].shape[0]) if arrays else 0
         self.key = tuple((a.shape[1:], a.dtype.str) for a in arrays) if arrays else None
@@ -39,6 +40,7 @@ class Job:
         self.error: BaseException | None = None
         self.state = QUEUED
         self.done = threading.Event()
+        self.notify = notify  # called by the worker once the job is done (the event loop's wake-up)
 
 
 def batchable(model: ServingModel) -> bool:
@@ -95,6 +97,16 @@ class Batcher:
         job.done.wait()  # running: a batch takes milliseconds, a call job is bounded by the service's own limits
         return True
 
+    def cancel(self, job: Job) -> bool:
+        """Drop a job still queued (True); False when a worker already has it (it will finish)."""
+        with self._cond:
+            if job.state != QUEUED:
+                return False
+            job.state = CANCELLED
+            self._queue.remove(job)
+            self._pending -= 1
+            return True
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -126,6 +138,8 @@ class Batcher:
                 for job in jobs:
                     job.state = DONE
                     job.done.set()
+                    if job.notify is not None:
+                        job.notify(job)
 
     def _collect(self, first: Job) -> list[Job]:
         """Under the lock: `first` plus queued batch jobs of the same shape, up to `max_batch` samples, waiting for

@@ -16,16 +16,22 @@ class DeadlineExceeded(TimeoutError):
 
 
 class DeadlineReader(io.RawIOBase):
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
+    def __init__(self, sock: socket.socket, timeout: float, prefix: bytes = b"") -> None:
         super().__init__()
         self._sock = sock
         self.timeout = timeout
         self.deadline: float | None = None  # time.monotonic() value, or None: the timeout alone
+        self._prefix = memoryview(prefix)  # bytes already read from the socket by someone else (the event loop)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
         wait = self.timeout
         if self.deadline is not None:
             left = self.deadline - time.monotonic()

@@ -56,6 +56,19 @@ def parse_limit(max_request_bytes: int) -> int:
     return PARSE_FACTOR * max_request_bytes + PARSE_SLACK
 
 
+# Each byte adds to at most one of the counts below, so no body costs more than this per byte (plus the base):
+# bodies short enough that even this bound fits under the limit skip the counting (40 us for a 26 KB body).
+_COST_PER_BYTE_BOUND = _COST_TEXT + max(_COST_VALUE, _COST_LIST, _COST_OBJECT, _COST_PAIR, _COST_QUOTE)
+
+
+def parse_cost_over(body: bytes, limit: int) -> int | None:
+    """`parse_cost(body)` when it exceeds `limit`, else None; short bodies are cleared from their length alone."""
+    if _COST_BASE + _COST_VALUE + _COST_PER_BYTE_BOUND * len(body) <= limit:
+        return None
+    cost = parse_cost(body)
+    return cost if cost > limit else None
+
+
 def parse_cost(body: bytes) -> int:
     """An upper bound on the bytes json.loads allocates for `body` (about 1 ms per MB: five byte counts)."""
     values = body.count(b",") + 1

@@ -45,8 +45,9 @@ from ..runtime.service import Reply, Service, error_reply, parse_body, request_i
 from .batching import Batcher, Job
 from .connections import BODY, BUSY, HEAD, IDLE, Connection, ConnectionTable
 from .deadline_io import DeadlineExceeded, DeadlineReader
+from .frontend import EventLoop
 from .gate import Gate
-from .limits import MB, parse_cost, parse_limit
+from .limits import MB, parse_cost_over, parse_limit
 from .refusal import Refuser, response_bytes
 
 access_log = logging.getLogger("edgemaas.access")
@@ -82,6 +83,7 @@ class ServerSettings:
     max_refusals: int = 512  # refusals draining at once; beyond, a refused connection is answered and closed
     shutdown_grace_s: float = 10.0
     access_log: bool = True
+    event_loop: bool = True  # with micro-batching: the common requests on one event loop (frontend.py)
 
 
 class EdgeHTTPServer(ThreadingHTTPServer):
@@ -114,7 +116,21 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         self._body_bytes = 0
         self._inflight = 0
         self._idle = threading.Condition()
+        self.batch_body_limit = BATCH_BODY_LIMIT
         super().__init__((settings.host, settings.port), RequestHandler)
+        self.loop = EventLoop(self) if batcher is not None and settings.event_loop else None
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        if self.loop is None:
+            super().serve_forever(poll_interval)
+        else:
+            self.loop.run(poll_interval)
+
+    def shutdown(self) -> None:
+        if self.loop is None:
+            super().shutdown()
+        else:
+            self.loop.stop()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, which can stall for seconds on a device without DNS.
@@ -145,7 +161,7 @@ class EdgeHTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         conn = self.table.admit(request, _client(client_address))
         if isinstance(conn, str):
-            self._refuse(request, client_address, conn)
+            self.refuse(request, client_address, conn)
             return
         thread = threading.Thread(target=self._serve_connection, args=(request, client_address, conn), daemon=True)
         try:
@@ -155,16 +171,29 @@ class EdgeHTTPServer(ThreadingHTTPServer):
             self.shutdown_request(request)
             raise
 
-    def _serve_connection(self, request: Any, client_address: Any, conn: Connection) -> None:
+    def hand_over(self, request: Any, client_address: Any, conn: Connection, prefix: bytes,
+                  head_started: float | None, served: int) -> None:
+        """A connection from the event loop to a thread of its own, with the bytes read of its current request."""
+        thread = threading.Thread(target=self._serve_connection,
+                                  args=(request, client_address, conn, prefix, head_started, served), daemon=True)
         try:
-            RequestHandler(request, client_address, self, conn)
+            thread.start()
+        except BaseException:  # no thread to be had (TasksMax): let the slot go
+            self.table.release(conn)
+            self.shutdown_request(request)
+            raise
+
+    def _serve_connection(self, request: Any, client_address: Any, conn: Connection, prefix: bytes = b"",
+                          head_started: float | None = None, served: int = 0) -> None:
+        try:
+            RequestHandler(request, client_address, self, conn, prefix, head_started, served)
         except Exception:
             self.handle_error(request, client_address)
         finally:
             self.table.release(conn)
             self.shutdown_request(request)
 
-    def _refuse(self, sock: socket.socket, client_address: Any, why: str) -> None:
+    def refuse(self, sock: socket.socket, client_address: Any, why: str) -> None:
         """No slot: a 503 the client can read (refusal.py drains the request before closing)."""
         settings = self.settings
         response = self._refusals[why]
@@ -184,6 +213,35 @@ class EdgeHTTPServer(ThreadingHTTPServer):
             log.debug("connection from %s ended early", _client(client_address))
         else:
             log.exception("error on a connection from %s", _client(client_address))
+
+    # -- the batched path's own steps (the threads' and the event loop's) ---------------------------------------
+
+    def prepare(self, body: bytes) -> list | None:
+        """The preprocessed arrays of a batch-form request, or None when it is anything else (or is refused: the
+        service then says why, in its own words)."""
+        service = self.service
+        try:
+            request = parse_body(body, False, service.max_body_bytes)
+            if oip.is_oip_request(request):
+                return None
+            inputs = request_inputs(request)
+            if not isinstance(inputs, list) or not inputs:
+                return None
+            return service.model.prepare(inputs)
+        except Exception:
+            return None
+
+    def batch_reply(self, outputs: list) -> Reply | None:
+        """This request's rows of a batch, formatted as `Service.predict` formats them; None when formatting
+        refuses (a non-finite output): the request then runs alone for the service's own error."""
+        model = self.service.model
+        try:
+            predictions = self.output(outputs[0])  # type: ignore[misc]
+            reply = Reply(200, {"model": model.name, "variant": model.manifest.variant, "predictions": predictions})
+            reply.text  # noqa: B018 (NaN or Infinity refused here, as the service does)
+            return reply
+        except Exception:
+            return None
 
     # -- the body budget --------------------------------------------------------------------------------------------
 
@@ -238,19 +296,21 @@ class RequestHandler(BaseHTTPRequestHandler):
     server_version = "edgemaas-edge"
     server: EdgeHTTPServer
 
-    def __init__(self, request: Any, client_address: Any, server: EdgeHTTPServer, conn: Connection) -> None:
+    def __init__(self, request: Any, client_address: Any, server: EdgeHTTPServer, conn: Connection,
+                 prefix: bytes = b"", head_started: float | None = None, served: int = 0) -> None:
         self.conn = conn
+        self._prefix, self._head_started, self._served_before = prefix, head_started, served
         super().__init__(request, client_address, server)
 
     def setup(self) -> None:
         settings = self.server.settings
         self.connection = self.request
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # Nagle + delayed ACK: +40 ms
-        self.reader = DeadlineReader(self.connection, settings.read_timeout_s)
+        self.reader = DeadlineReader(self.connection, settings.read_timeout_s, self._prefix)
         self.rfile = self._socket_rfile = io.BufferedReader(self.reader, _READ_BUFFER)
         self.wfile = _SocketWriter(self.connection, settings.read_timeout_s)
         self._counted = False
-        self._served = 0
+        self._served = self._served_before  # requests this connection had answered on the event loop
 
     def handle_one_request(self) -> None:
         self._started = time.perf_counter()
@@ -300,7 +360,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         except TimeoutError:
             return None  # an idle keep-alive connection, or a connection that never said anything: close quietly
         table.set_state(self.conn, HEAD)
-        self.reader.deadline = time.monotonic() + settings.head_timeout_s
+        started, self._head_started = self._head_started or time.monotonic(), None  # handed over: its first byte
+        self.reader.deadline = started + settings.head_timeout_s
         lines: list[bytes] = []
         size = 0
         limit = settings.max_head_bytes
@@ -458,8 +519,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         return bytes(body)
 
     def _dispatch_body(self, method: str, path: str, body: bytes) -> None:
-        cost = parse_cost(body)
-        if cost > self.server.parse_limit:
+        cost = parse_cost_over(body, self.server.parse_limit)
+        if cost is not None:
             self._send(error_reply(413, f"the request body's JSON would take {cost / MB:.0f} MB to parse; the "
                                         f"limit is {self.server.parse_limit / MB:.0f} MB (send numbers, not "
                                         "objects or empty lists)", field="body"), close=True)
@@ -497,7 +558,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 return
             batcher.arriving(1)
             try:
-                arrays = self._prepare(body)
+                arrays = self.server.prepare(body)
                 job = Job(arrays, None) if arrays is not None else None
                 queued = job is None or batcher.submit(job)
             finally:
@@ -511,7 +572,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     self._workers_busy()
                     return
                 if job.error is None:
-                    reply = self._batch_reply(job.result)
+                    reply = self.server.batch_reply(job.result)
         if reply is None:
             reply = self._run_alone(method, path, body, request_id)
         if reply is not None:
@@ -541,33 +602,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         if job.error is not None:
             raise job.error
         return job.result
-
-    def _prepare(self, body: bytes) -> list | None:
-        """The preprocessed arrays of a batch-form request, or None when it is anything else (or is refused: the
-        service then says why, in its own words)."""
-        service = self.server.service
-        try:
-            request = parse_body(body, False, service.max_body_bytes)
-            if oip.is_oip_request(request):
-                return None
-            inputs = request_inputs(request)
-            if not isinstance(inputs, list) or not inputs:
-                return None
-            return service.model.prepare(inputs)
-        except Exception:
-            return None
-
-    def _batch_reply(self, outputs: list) -> Reply | None:
-        """This request's rows of a batch, formatted as `Service.predict` formats them; None when formatting
-        refuses (a non-finite output): the request then runs alone for the service's own error."""
-        model = self.server.service.model
-        try:
-            predictions = self.server.output(outputs[0])  # type: ignore[misc]
-            reply = Reply(200, {"model": model.name, "variant": model.manifest.variant, "predictions": predictions})
-            reply.text  # noqa: B018 (NaN or Infinity refused here, as the service does)
-            return reply
-        except Exception:
-            return None
 
     def _queue_full(self) -> None:
         self._overloaded(f"the server's queue holds {self.server.batcher.max_queue} requests already; "  # type: ignore

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,12 +32,13 @@ CLIENTS = 16
 
 
 class Running:
-    def __init__(self, model_dir: Path, batching: bool) -> None:
+    def __init__(self, model_dir: Path, batching: bool, event_loop: bool = True) -> None:
         models = [load_model(model_dir) for _ in range(2)]
         service = Service(models, max_body_bytes=6 * 1024 * 1024)
         self.batcher = (Batcher([Service(m, max_body_bytes=service.max_body_bytes) for m in models], max_batch=32,
                                 max_wait_s=0.05, max_queue=128) if batching and batchable(models[0]) else None)
-        self.server = EdgeHTTPServer(ServerSettings(port=0, access_log=False), service, self.batcher)
+        self.server = EdgeHTTPServer(ServerSettings(port=0, access_log=False, event_loop=event_loop), service,
+                                     self.batcher)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -45,8 +49,8 @@ class Running:
 
 
 @contextmanager
-def serving(model_dir: Path, batching: bool) -> Iterator[Running]:
-    running = Running(model_dir, batching)
+def serving(model_dir: Path, batching: bool, event_loop: bool = True) -> Iterator[Running]:
+    running = Running(model_dir, batching, event_loop)
     try:
         yield running
     finally:
@@ -101,3 +105,74 @@ def test_batching_on_and_off_answer_bit_identically(trained: Workspace, name: st
         assert batched is not None and batched.batches > 0
         assert batched.largest_batch > 3, f"{name}: no request was batched with another (largest batch " \
                                           f"{batched.largest_batch})"
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> bytes:
+    """One whole HTTP response from the socket (the bytes after it stay in `buffer`), with its Date header blanked
+    (the one part two servers may differ in)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed mid-response: {bytes(buffer)!r}"
+        buffer += chunk
+    end = buffer.index(b"\r\n\r\n") + 4
+    length = int(re.search(rb"Content-Length: (\d+)", bytes(buffer[:end])).group(1))  # type: ignore[union-attr]
+    while len(buffer) < end + length:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed mid-body"
+        buffer += chunk
+    response = bytes(buffer[:end + length])
+    del buffer[:end + length]
+    return re.sub(rb"Date: [^\r]*", b"Date: -", response)
+
+
+def _conversation(port: int, pieces: list[bytes], answers: int) -> list[bytes]:
+    """Send the pieces (0.2 s apart: a slow client) on one connection and read `answers` responses, then whether
+    the server closed it (b"closed") or kept it open (b"open")."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        for i, piece in enumerate(pieces):
+            if i:
+                time.sleep(0.2)
+            sock.sendall(piece)
+        buffer = bytearray()
+        responses = [_read_response(sock, buffer) for _ in range(answers)]
+        sock.settimeout(0.5)
+        try:
+            responses.append(b"closed" if not buffer and sock.recv(1) == b"" else b"open")
+        except TimeoutError:
+            responses.append(b"open")
+        return responses
+
+
+def test_the_event_loop_answers_byte_for_byte_as_the_threads(trained: Workspace) -> None:
+    """The event loop (batching on) against the threaded handler (batching on, loop off), whole responses compared:
+    pipelined requests, a request trickling in (handed over to a thread after its first byte), a GET then a POST
+    on one connection (handed over), an error, Connection: close, and HTTP/1.0."""
+    model_dir = trained.variant_dir("cnn", "tflite-float32")
+    with np.load(trained.data_file("cnn")) as data:
+        x = data["x_test"][:4].tolist()
+    good = [json.dumps({"inputs": x[i:i + 1 + i % 2]}).encode() for i in range(3)]
+
+    def post(body: bytes, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> bytes:
+        return (b"POST /predict " + version + b"\r\nHost: x\r\nContent-Type: application/json\r\n" + extra
+                + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    pipelined = post(good[0]) + post(good[1]) + post(good[2])
+    slow = post(good[1])
+    cases = [
+        ([pipelined], 3),
+        ([slow[:20], slow[20:60], slow[60:]], 1),
+        ([b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post(good[0])], 2),
+        ([post(b'{"inputs": [[1, 2]]}') + post(good[2])], 2),
+        ([post(good[0], b"Connection: close\r\n")], 1),
+        ([post(good[0], version=b"HTTP/1.0")], 1),
+        ([post(good[0]) + post(b"not json")], 2),
+    ]
+    with serving(model_dir, batching=True, event_loop=False) as threads:
+        expected = [_conversation(threads.port, pieces, answers) for pieces, answers in cases]
+    with serving(model_dir, batching=True) as loop:
+        assert loop.server.loop is not None
+        got = [_conversation(loop.port, pieces, answers) for pieces, answers in cases]
+    for (pieces, _), want, have in zip(cases, expected, got):
+        assert have == want, pieces[0][:60]
+    assert [r[:12] for r in got[0][:3]] == [b"HTTP/1.1 200"] * 3
+    assert got[4][-1] == b"closed" and got[0][-1] == b"open"

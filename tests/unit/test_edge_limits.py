@@ -16,7 +16,8 @@ import pytest
 from edgemaas.edge_entry.connections import BODY, BUSY, HEAD, IDLE, ConnectionTable
 from edgemaas.edge_entry.deadline_io import DeadlineExceeded, DeadlineReader
 from edgemaas.edge_entry.gate import Gate
-from edgemaas.edge_entry.limits import MB, MemoryPlan, parse_cost, parse_limit, request_bytes_needed
+from edgemaas.edge_entry.limits import (MB, MemoryPlan, parse_cost, parse_cost_over, parse_limit,
+                                        request_bytes_needed)
 from edgemaas.edge_entry.refusal import Refuser, response_bytes
 from edgemaas.runtime.service import parse_body
 
@@ -52,6 +53,17 @@ def _parse_peak(body: bytes) -> int:
 def test_parse_cost_bounds_what_parsing_allocates(name: str) -> None:
     body = HOSTILE[name]
     assert parse_cost(body) >= _parse_peak(body)
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_parse_cost_over_gives_the_same_verdict_as_counting(name: str) -> None:
+    """The shortcut clears short bodies from their length alone; at and around every body's own cost, and for
+    its prefixes, it refuses exactly what parse_cost refuses."""
+    body = HOSTILE[name]
+    for part in (body, body[:1000], body[:50], b"{}"):
+        cost = parse_cost(part)
+        for limit in (cost - 1, cost, cost + 1, cost // 2, 10 * cost, 1 << 30):
+            assert parse_cost_over(part, limit) == (cost if cost > limit else None)
 
 
 def test_the_largest_legal_requests_fit_the_default_limits() -> None:
@@ -151,6 +163,20 @@ def test_deadline_reader_holds_a_deadline_however_the_bytes_trickle() -> None:
             stop.set()
             thread.join()
         assert 0.5 < time.monotonic() - started < 1.5  # each read was well inside the 5 s timeout
+
+
+def test_deadline_reader_hands_out_its_prefix_before_reading_the_socket() -> None:
+    """The event loop hands a connection to a thread with the bytes it already read: those come first."""
+    server, client = socket.socketpair()
+    with server, client:
+        reader = DeadlineReader(server, timeout=5.0, prefix=b"POST / HT")
+        client.send(b"TP/1.1\r\n")
+        buffer = bytearray(4)
+        got = b""
+        while not got.endswith(b"\r\n"):
+            n = reader.readinto(buffer)
+            got += bytes(buffer[:n])
+        assert got == b"POST / HTTP/1.1\r\n"
 
 
 def test_refuser_answers_then_drains_the_whole_request() -> None:
