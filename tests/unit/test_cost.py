@@ -7,7 +7,7 @@ import pytest
 from edgemaas.compress import cost
 from edgemaas.compress.passes import KERAS_ROOT
 from edgemaas.compress.records import Selection, VariantResult, VariantStatus
-from edgemaas.compress.run import gate_variants
+from edgemaas.compress.run import gate_variants, measurably_slower
 from edgemaas.spec import GateSection
 
 PRICES = cost.load_prices()
@@ -155,3 +155,22 @@ def test_a_slowdown_must_show_in_every_interleaved_round() -> None:
         fresh.extra["latency"]["process_p50s_ms"] = old.extra["latency"]["process_p50s_ms"]
     assert gate_variants(again, GateSection(), "classification", True, KERAS_ROOT).chosen["tflite"] == "tflite-float32"
     assert again[1].reason.startswith("slower than tflite-float32")
+
+
+def test_a_slowdown_too_small_to_matter_is_not_slower() -> None:
+    # Seen in CI on the attention model: float16 1% slower than float32 with intervals apart and every round agreeing.
+    # Both bill the same; the smaller file wins the tie instead of being rejected.
+    slight = [timed("tflite-float32", 400, 0.0102, (0.01015, 0.01025)),
+              timed("tflite-float16", 200, 0.0103, (0.01026, 0.01035))]
+    slight[0].extra["latency"]["process_p50s_ms"] = [0.0102, 0.0101, 0.0102]
+    slight[1].extra["latency"]["process_p50s_ms"] = [0.0103, 0.0102, 0.0104]
+    assert not measurably_slower(slight[1], slight[0])
+    assert gate_variants(slight, GateSection(), "classification", True, KERAS_ROOT).chosen["tflite"] == "tflite-float16"
+    # The same intervals and rounds 20% apart: slower, and rejected.
+    clear = [timed("tflite-float32", 400, 0.0102, (0.01015, 0.01025)),
+             timed("tflite-float16", 200, 0.0123, (0.0122, 0.0124))]
+    clear[0].extra["latency"]["process_p50s_ms"] = [0.0102, 0.0101, 0.0102]
+    clear[1].extra["latency"]["process_p50s_ms"] = [0.0123, 0.0122, 0.0124]
+    assert measurably_slower(clear[1], clear[0])
+    assert gate_variants(clear, GateSection(), "classification", True, KERAS_ROOT).chosen["tflite"] == "tflite-float32"
+    assert clear[1].reason.startswith("slower than tflite-float32")
