@@ -60,7 +60,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"(load average {machine['load_average_before']} before, {machine['load_average_after']} after). "
         f"{settings['requests']} requests per row after {settings['warmup']} uncounted, one sample per request, "
         f"keep-alive HTTP on 127.0.0.1 from a load generator in its own process. Micro-batching: up to "
-        f"{settings['max_batch']} samples, {settings['max_wait_ms']:g} ms. Versions: {versions}.",
+        f"{settings['max_batch']} samples, {settings['max_wait_ms']:g} ms (edgemaas: its default --max-batch, "
+        f"{settings.get('our_max_batch', 'the same')}). Versions: {versions}.",
         "",
         "| model | server | conc. | req/s | p50 ms | p90 ms | p99 ms | peak RSS MB | first answer s | installed MB "
         "| errors |",

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgemaas.edge_entry.cli import BATCH_INPUT_VALUES, DEFAULT_MAX_BATCH
 from edgemaas.errors import UserError
 from edgemaas.workspace import Workspace
 from edgemaas.bench.mobilenet import NAME as MOBILENET, SHAPE as MOBILENET_SHAPE, make_mobilenet
@@ -83,7 +84,9 @@ def run_serving(ws: Workspace, models: Sequence[str] = DEFAULT_MODELS, servers: 
                      "runtimes": " ".join(runtime_pins())},
         "installed_mb": {s.server: round(installed_bytes(venvs[s.venv], s.package is None) / MB, 1) for s in specs},
         "settings": {"requests": requests, "warmup": warmup, "concurrencies": list(concurrencies),
-                     "max_batch": 32, "max_wait_ms": 2.0, "logs": str(logs)},
+                     "max_batch": 32, "max_wait_ms": 2.0, "logs": str(logs),
+                     "our_max_batch": f"{DEFAULT_MAX_BATCH}, halved while a batch would hold more than "
+                                      f"{BATCH_INPUT_VALUES} input values"},
         "models": list(models),
         "rows": rows,
     }

@@ -97,10 +97,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _batcher(args: argparse.Namespace, models: list, max_request_bytes: int) -> Batcher | None:
-    """Micro-batching, unless --max-batch 1 or the model's batch is fixed (then the gate serves as before)."""
+    """Micro-batching (batches of one for a model whose batch is fixed); None with --max-batch 1: then the threaded
+    server and its gate serve every request, as before batching."""
     max_batch = args.max_batch or default_max_batch(models[0])
-    if max_batch <= 1 or not batchable(models[0]):
+    if max_batch <= 1:
         return None
+    if not batchable(models[0]):
+        max_batch = 1  # a fixed batch: nothing to batch, but the workers and the event loop still serve it
     services = [Service(model, max_body_bytes=max_request_bytes, borrow_timeout_s=args.read_timeout)
                 for model in models]
     return Batcher(services, max_batch, args.max_wait_ms / 1000, args.max_queue or args.max_connections)

@@ -745,9 +745,12 @@ def serve(service: Service, settings: ServerSettings, batcher: Batcher | None = 
              model.backend.name, model.manifest.model.sha256[:12], shown_host, port, service.replicas,
              settings.max_connections, settings.max_per_client, service.max_body_bytes,
              settings.body_budget_bytes // MB)
-    if batcher is not None:
+    if batcher is not None and batcher.max_batch > 1:
         log.info("micro-batching: up to %d samples, waiting at most %.1f ms; at most %d requests queued",
                  batcher.max_batch, batcher.max_wait_s * 1000, batcher.max_queue)
+    elif batcher is not None:
+        log.info("micro-batching off (the model's batch size is fixed); at most %d requests queued",
+                 batcher.max_queue)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

@@ -32,11 +32,12 @@ CLIENTS = 16
 
 
 class Running:
-    def __init__(self, model_dir: Path, batching: bool, event_loop: bool = True) -> None:
+    def __init__(self, model_dir: Path, batching: bool, event_loop: bool = True, max_batch: int = 32) -> None:
         models = [load_model(model_dir) for _ in range(2)]
         service = Service(models, max_body_bytes=6 * 1024 * 1024)
-        self.batcher = (Batcher([Service(m, max_body_bytes=service.max_body_bytes) for m in models], max_batch=32,
-                                max_wait_s=0.05, max_queue=128) if batching and batchable(models[0]) else None)
+        batching = batching and (batchable(models[0]) or max_batch == 1)  # as the CLI: batches of one if fixed
+        self.batcher = (Batcher([Service(m, max_body_bytes=service.max_body_bytes) for m in models],
+                                max_batch=max_batch, max_wait_s=0.05, max_queue=128) if batching else None)
         self.server = EdgeHTTPServer(ServerSettings(port=0, access_log=False, event_loop=event_loop), service,
                                      self.batcher)
         self.port = self.server.server_address[1]
@@ -49,8 +50,8 @@ class Running:
 
 
 @contextmanager
-def serving(model_dir: Path, batching: bool, event_loop: bool = True) -> Iterator[Running]:
-    running = Running(model_dir, batching, event_loop)
+def serving(model_dir: Path, batching: bool, event_loop: bool = True, max_batch: int = 32) -> Iterator[Running]:
+    running = Running(model_dir, batching, event_loop, max_batch)
     try:
         yield running
     finally:
@@ -105,6 +106,24 @@ def test_batching_on_and_off_answer_bit_identically(trained: Workspace, name: st
         assert batched is not None and batched.batches > 0
         assert batched.largest_batch > 3, f"{name}: no request was batched with another (largest batch " \
                                           f"{batched.largest_batch})"
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_batches_of_one_on_the_event_loop_answer_bit_identically(trained: Workspace, name: str) -> None:
+    """What `serve` runs for a model whose batch is fixed (rnn, nlp): the workers and the event loop with batches
+    of one; the same answers and errors as the threaded server without a batcher, for every built-in."""
+    model_dir = trained.variant_dir(name, "tflite-float32")
+    bodies = _requests(trained, name)
+    with serving(model_dir, batching=False) as off:
+        expected = [_post(off.port, body) for body in bodies]
+    with serving(model_dir, batching=True, max_batch=1) as on:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            got = list(pool.map(lambda body: _post(on.port, body), bodies))
+        assert on.server.loop is not None and on.batcher is not None
+        assert on.batcher.batches > 0 and on.batcher.largest_batch <= 3  # one request a batch (1-3 samples)
+    assert [status for status, _ in expected].count(200) >= 30
+    for body, want, have in zip(bodies, expected, got):
+        assert have == want, f"{name}: {body[:80]!r}"
 
 
 def _read_response(sock: socket.socket, buffer: bytearray) -> bytes:
