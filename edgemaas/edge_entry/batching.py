@@ -60,6 +60,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending = 0  # jobs queued or running
         self._arriving = 0  # requests being prepared on their threads: a worker may wait for them
+        self._collecting = 0  # workers waiting for those requests
         self._closed = False
         self.batches = 0  # batches run, and the most samples in one (for tests and the log)
         self.largest_batch = 0
@@ -73,6 +74,10 @@ class Batcher:
     def arriving(self, delta: int) -> None:
         with self._cond:
             self._arriving += delta
+            if not self._arriving and self._collecting:
+                # The last request being prepared was queued (or refused): a worker waiting for it stops waiting.
+                # Without this a lone request, queued while still counted as arriving, waited the whole max_wait.
+                self._cond.notify_all()
 
     def submit(self, job: Job) -> bool:
         """Queue a job; False (nothing queued) when `max_queue` jobs are already in the batcher."""
@@ -156,7 +161,11 @@ class Batcher:
             remaining = deadline - time.monotonic()
             if count >= self.max_batch or not self._arriving or remaining <= 0:
                 break
-            self._cond.wait(remaining)
+            self._collecting += 1
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._collecting -= 1
         return jobs
 
     @staticmethod

@@ -111,7 +111,11 @@ class EventLoop:
                         self._close(client)
                 if not accepting and (not self.clients or time.monotonic() > grace_end):  # type: ignore[operator]
                     break
-                for key, mask in self.selector.select(min(poll_interval, SWEEP_S)):
+                events = self.selector.select(min(poll_interval, SWEEP_S))
+                # Requests read in this round count as arriving until it ends: a worker collecting a batch waits
+                # for the rest of the round (at most --max-wait-ms), then runs what it has.
+                self.batcher.arriving(1)
+                for key, mask in events:
                     try:
                         if key.data == "accept":
                             self._accept()
@@ -125,6 +129,7 @@ class EventLoop:
                         log.exception("error on the event loop")
                         if isinstance(key.data, _Client):
                             self._close(key.data)
+                self.batcher.arriving(-1)
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_S
@@ -311,7 +316,6 @@ class EventLoop:
             return False
         if not server.gate.acquire(len(body), 0):
             return False
-        batcher.arriving(1)
         try:
             arrays = server.prepare(body)
             if arrays is None:
@@ -321,7 +325,6 @@ class EventLoop:
                 return False
         finally:
             server.gate.release()
-            batcher.arriving(-1)
         self._release(client)
         client.job = job
         client.out_since = time.monotonic()  # when the job was queued (the queue timeout)
