@@ -13,7 +13,7 @@ connection over, with the bytes it has read of the current request, the moment a
 case (another method or path, HTTP/1.0, Expect, Transfer-Encoding, a header it does not parse plainly, a body that
 does not prepare or a batch that fails, a gate or queue that is full) or is still incomplete `HANDOFF_AFTER_S` after
 its first byte (a slow client: the handler's head and body deadlines then apply, the head's counted from that first
-byte). The handler re-reads the request from its first byte, so its answer, error or refusal is the one it would
+byte, the body's from the hand-over: at most HANDOFF_AFTER_S + SWEEP_S late). The handler re-reads the request from its first byte, so its answer, error or refusal is the one it would
 have given alone. Limits hold here as there: the connection table (slots, eviction), the body budget, the gate
 around parsing (tried without waiting: a full gate is a hand-over), `max_queue`, the queue timeout (503), the read
 timeout on idle keep-alive connections and on stalled writes, and the new-connection head timeout.
