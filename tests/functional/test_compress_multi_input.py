@@ -39,15 +39,24 @@ def _report(root: Path, name: str) -> dict:
     return json.loads((root / "dist" / name / "report" / "report.json").read_text())
 
 
-def test_a_three_input_model_is_compressed_with_a_feed_per_input_name(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    model = vad_onnx(tmp_path / "vad.onnx")
-    feed = _vad_feed(tmp_path / "feed.npz")
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["compress", str(model), "--calibration-data", str(feed), "--eval-data",
-                                      str(feed)])
+@pytest.fixture(scope="module")
+def compressed_vad(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`edgemaas compress vad.onnx` with one feed for calibration and evaluation, run once for this module's tests:
+    (the folder it ran in, its output)."""
+    root = tmp_path_factory.mktemp("vad")
+    model = vad_onnx(root / "vad.onnx")
+    feed = _vad_feed(root / "feed.npz")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(cli, ["compress", str(model), "--calibration-data", str(feed), "--eval-data",
+                                          str(feed)])
     assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
+    return root, result.output
+
+
+def test_a_three_input_model_is_compressed_with_a_feed_per_input_name(compressed_vad: tuple[Path, str]) -> None:
+    tmp_path, output = compressed_vad
+    assert "Traceback" not in output
     card = _report(tmp_path, "vad")
     assert card["metric"] == "output_rmse" and card["metric_source"] == "parity"
     rows = {row["variant"]: row for row in card["variants"]}
@@ -112,14 +121,8 @@ def _timed(card: dict) -> dict[str, dict]:
     return {row["variant"]: row for row in card["variants"] if row["status"] != "skipped" and row["size_bytes"]}
 
 
-def test_every_variant_of_a_three_input_model_is_timed_and_priced(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    model = vad_onnx(tmp_path / "vad.onnx")
-    feed = _vad_feed(tmp_path / "feed.npz")
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["compress", str(model), "--calibration-data", str(feed), "--eval-data",
-                                      str(feed)])
-    assert result.exit_code == 0, result.output
+def test_every_variant_of_a_three_input_model_is_timed_and_priced(compressed_vad: tuple[Path, str]) -> None:
+    tmp_path, output = compressed_vad
     card = _report(tmp_path, "vad")
     rows = _timed(card)
     # The model brought is ONNX float32: it is a row, the one its ONNX variants are timed and priced against.
@@ -139,7 +142,7 @@ def test_every_variant_of_a_three_input_model_is_timed_and_priced(tmp_path: Path
     assert card["timed_request"] == ["input [1, 512]", "state [2, 1, 16]", "sr []"]
     # An .onnx file cannot become TFLite: no TFLite choice, and no "the float model ships" for it.
     assert card["gate"]["fallback"] == [] and "tflite" not in card["gate"]["chosen"]
-    assert "No variant passed the gate for tflite" not in result.output
+    assert "No variant passed the gate for tflite" not in output
     assert card["machine"]["arch"] and card["machine"]["model"]
     priced = card["gate"]["lambda"]["formats"]["onnx"]
     assert priced["variant"] == card["gate"]["chosen"]["onnx"] and priced["float_variant"] == "onnx-original"
