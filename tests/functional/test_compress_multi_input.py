@@ -156,6 +156,18 @@ def test_every_variant_of_a_three_input_model_is_timed_and_priced(compressed_vad
     assert (tmp_path / "dist" / "vad" / "report" / "cost_vs_metric.png").stat().st_size > 0
 
 
+def _save_graph(graph: object, path: Path) -> Path:
+    """An ONNX graph saved as a checked model at the opset and IR the tensor-model tests use (IR 9: onnxruntime 1.16)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def _two_input_convnet(path: Path) -> Path:
     """images [batch, 3, 32, 32] through two 3x3 convolutions, times a per-sample scale [batch, 1]: convolutions are
     where dynamic int8 (ConvInteger) can run slower than float32 on an x86 CPU."""
@@ -177,11 +189,7 @@ def _two_input_convnet(path: Path) -> Path:
         nodes, "convpair", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 32, 32]),
                             helper.make_tensor_value_info("scale", TensorProto.FLOAT, ["batch", 1])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 4])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(graph, path)
 
 
 def test_the_gate_never_ships_a_variant_measurably_slower_than_float32(tmp_path: Path,
@@ -253,11 +261,7 @@ def _two_input_spiky(path: Path) -> Path:
     graph = helper.make_graph(
         nodes, "twospiky", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 8]) for n in ("a", "b")],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 4])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(graph, path)
 
 
 def test_a_two_input_qdq_model_is_debugged_by_node_and_repaired(tmp_path: Path) -> None:
