@@ -163,17 +163,12 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         if isinstance(conn, str):
             self.refuse(request, client_address, conn)
             return
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address, conn), daemon=True)
-        try:
-            thread.start()
-        except BaseException:  # no thread to be had (TasksMax): let the slot go
-            self.table.release(conn)
-            self.shutdown_request(request)
-            raise
+        self.hand_over(request, client_address, conn)
 
-    def hand_over(self, request: Any, client_address: Any, conn: Connection, prefix: bytes,
-                  head_started: float | None, served: int) -> None:
-        """A connection from the event loop to a thread of its own, with the bytes read of its current request."""
+    def hand_over(self, request: Any, client_address: Any, conn: Connection, prefix: bytes = b"",
+                  head_started: float | None = None, served: int = 0) -> None:
+        """A connection to a thread of its own: a new one, or one from the event loop with the bytes read of its
+        current request."""
         thread = threading.Thread(target=self._serve_connection,
                                   args=(request, client_address, conn, prefix, head_started, served), daemon=True)
         try:
