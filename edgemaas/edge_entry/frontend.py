@@ -28,7 +28,6 @@ import selectors
 import socket
 import threading
 import time
-import uuid
 from email.utils import formatdate
 from typing import Any
 
