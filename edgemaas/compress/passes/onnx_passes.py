@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edgemaas.errors import StageFailed, UserError
-from edgemaas.fsutil import remove_stale_temporaries, temp_path
+from edgemaas.fsutil import atomic_path, remove_stale_temporaries, temp_path
 
 MIN_OPSET = 17
 SOURCE_FORMATS = ("keras", "tflite")
@@ -78,8 +78,7 @@ def export_onnx(source_path: str, source_format: str, out_path: str, opset: int 
     notes["warnings"] += _make_batch_dynamic(proto)
     onnx.checker.check_model(proto)
 
-    partial = _partial(out_path)
-    try:
+    with atomic_path(out_path, keep_suffix=True) as partial:
         onnx.save(proto, str(partial))
         session = _session(partial)
         parity_feeds = None
@@ -112,9 +111,6 @@ def export_onnx(source_path: str, source_format: str, out_path: str, opset: int 
                                   f"(tolerance {parity_tolerance:g})")
         notes.update(_graph_summary(proto))
         notes["file_bytes"] = partial.stat().st_size
-        os.replace(partial, out_path)
-    finally:
-        partial.unlink(missing_ok=True)
     return notes
 
 
@@ -345,8 +341,9 @@ def _quantize_job(name: str, source_path: str, out_path: str, settings: dict,
     remove_stale_temporaries(scratch_for)
     scratch = temp_path(scratch_for)
     scratch.mkdir()
-    partial = _partial(out_path)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        partial = cleanup.enter_context(atomic_path(out, keep_suffix=True))
         source, notes["preprocess"] = _preprocess(source_path, scratch / "preprocessed.onnx")
         if not notes["preprocess"]["ok"]:
             notes["warnings"].append("quant_pre_process failed; quantized the model as exported")
@@ -392,10 +389,6 @@ def _quantize_job(name: str, source_path: str, out_path: str, settings: dict,
         notes["source_bytes"] = Path(source_path).stat().st_size
         notes["file_bytes"] = partial.stat().st_size
         notes["size_ratio"] = round(notes["file_bytes"] / notes["source_bytes"], 4)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
     return notes
 
 
@@ -493,8 +486,7 @@ def convert_float16(source_path: str, out_path: str) -> dict:
                              "weights_clamped": clamped}
     if clamped:
         notes["warnings"].append(f"{clamped} weight values lie outside float16's range and were clamped")
-    partial = _partial(out_path)
-    try:
+    with atomic_path(out_path, keep_suffix=True) as partial:
         onnx.save(half, str(partial))
         onnx.checker.check_model(str(partial))
         float_session, half_session = _session(source_path), _session(partial)
@@ -509,9 +501,6 @@ def convert_float16(source_path: str, out_path: str) -> dict:
                      initializer_ratio=round(after / before, 4) if before else None,
                      casts_added=notes["op_types"].get("Cast", 0) - casts_before,
                      source_bytes=Path(source_path).stat().st_size, file_bytes=partial.stat().st_size)
-        os.replace(partial, out_path)
-    finally:
-        partial.unlink(missing_ok=True)
     return notes
 
 
@@ -554,12 +543,6 @@ def _float16_clamped(model: Any) -> int:
 def _require_file(path: str) -> None:
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file")
-
-
-def _partial(out_path: str) -> Path:
-    """The temporary a job writes before it is checked and moved to `out_path` (fsutil's one naming scheme)."""
-    remove_stale_temporaries(out_path)
-    return temp_path(out_path, keep_suffix=True)
 
 
 def _session(path: str | Path) -> Any:
