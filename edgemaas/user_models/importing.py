@@ -17,7 +17,7 @@ from edgemaas.errors import StageFailed, UserError
 from edgemaas.fsutil import atomic_dir
 from edgemaas.isolate import run_isolated
 from edgemaas.user_models.model_safety import check_model_code
-from edgemaas.packaging.common.secrets import check_no_secrets
+from edgemaas.secret_scan import check_no_secrets
 from edgemaas.runtime import Manifest, ModelFile, ModelLoadError, TensorSpec
 from edgemaas.runtime.tensors import DEFAULT_MAX_INPUT_ELEMENTS, SERVED_DTYPES
 from edgemaas.user_models.signature import variant_manifest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgemaas.errors import UserError
-from edgemaas.packaging.common.secrets import check_no_secrets, secret_reason
+from edgemaas.secret_scan import check_no_secrets, secret_reason
 
 
 AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS's documented example key, split so scanners don't flag this file

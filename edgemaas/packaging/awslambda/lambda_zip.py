@@ -26,7 +26,7 @@ from edgemaas.packaging.common.glibc import check_files
 from edgemaas.packaging.common.matrix import ELF_MACHINE, LAMBDA_OS, LAMBDA_PYTHONS, RuntimePlan, plan
 from edgemaas.packaging.awslambda.loadcheck import LoadCheck, check_with_runtime, op_version_problem
 from edgemaas.packaging.awslambda.bytecode import compile_bytecode, target_python
-from edgemaas.packaging.common.secrets import check_no_secrets
+from edgemaas.secret_scan import check_no_secrets
 from edgemaas.packaging.common.archives import write_deterministic_zip
 from edgemaas.packaging.common.inputs import (
     SKIP_DIRS,

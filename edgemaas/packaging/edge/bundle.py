@@ -35,7 +35,7 @@ from edgemaas.packaging.awslambda.lambda_zip import check_loadable, default_pyth
 from edgemaas.packaging.common.archives import FIXED_MTIME, write_deterministic_tar
 from edgemaas.packaging.common.inputs import file_intact, input_hash, previous_record, tree
 from edgemaas.packaging.common.templates import render_plain, templates_dir
-from edgemaas.packaging.common.secrets import check_no_secrets
+from edgemaas.secret_scan import check_no_secrets
 
 PLATFORMS = ("linux_x86_64", "linux_aarch64", "linux_armv7l")
 # dependencies.PLATFORM_TAGS keys (manylinux wheels): the same wheels Lambda's x86_64 and arm64 use.
