@@ -2,7 +2,9 @@
 
 - the import graph of `edgemaas/` (module-level and function-level imports alike) has no cycle;
 - no module imports a `_private` name from another module (`from x import _name`), anywhere in edgemaas/,
-  functions/, benchmarks/ and tests/.
+  functions/, benchmarks/ and tests/;
+- no module imports from a higher layer (LAYERS: the CLI above `build` above `targets` above the packagers above
+  `pipeline` above the stages above the foundations), and the AWS names and Lambda limits import no boto3.
 """
 
 from __future__ import annotations
@@ -14,6 +16,55 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "edgemaas"
 CHECKED_TREES = ("edgemaas", "functions", "benchmarks", "tests")
+
+
+# Lowest first. A module may import from its own layer or any lower one; a top-level name not listed is a new
+# module that must be placed here. The shipped side (runtime, edge_entry) sits with the foundations.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("edgemaas", "edgemaas.errors", "edgemaas.fsutil", "edgemaas.reuse", "edgemaas.units", "edgemaas.resources",
+     "edgemaas.spec", "edgemaas.workspace", "edgemaas.isolate", "edgemaas.tf", "edgemaas.secret_scan",
+     "edgemaas.runtime", "edgemaas.edge_entry"),
+    ("edgemaas.train", "edgemaas.user_models", "edgemaas.compress", "edgemaas.local", "edgemaas.aws"),
+    ("edgemaas.pipeline",),
+    ("edgemaas.packaging",),
+    ("edgemaas.targets", "edgemaas.bench"),
+    ("edgemaas.build",),
+    ("edgemaas.commands", "edgemaas.cli", "edgemaas.__main__"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a module: that of the longest LAYERS entry it is or lies under."""
+    best: tuple[int, int] | None = None
+    for rank, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (best is None or len(name) > best[1]):
+                best = (rank, len(name))
+    return best[0] if best else None
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """`a -> b` for every import of a module from a higher layer, and `a: not in LAYERS` for unplaced modules."""
+    found = []
+    for module in sorted(edges):
+        rank = layer_of(module)
+        if rank is None:
+            found.append(f"{module}: not in LAYERS (place it in tests/unit/test_architecture.py)")
+            continue
+        found += [f"{module} (layer {rank}) -> {target} (layer {layer_of(target)})"
+                  for target in sorted(edges[module]) if (layer_of(target) or 0) > rank]
+    return found
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute non-edgemaas imports in one file (module and function level)."""
+    names = set()
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names - {"edgemaas", "__future__"}
 
 
 def module_name(path: Path) -> str:
@@ -147,6 +198,9 @@ def test_the_rules_see_what_they_check() -> None:
     assert "edgemaas.local.process" in edges["edgemaas.local.session"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+    assert layer_of("edgemaas.packaging.awslambda.target") == 3 and layer_of("edgemaas.build") == 5
+    assert upward_imports({"edgemaas.pipeline": {"edgemaas.build"}, "edgemaas.build": set()}) == [
+        "edgemaas.pipeline (layer 2) -> edgemaas.build (layer 5)"]
 
 
 def test_edgemaas_has_no_import_cycle() -> None:
@@ -159,3 +213,17 @@ def test_no_private_name_is_imported_from_another_module() -> None:
     found = private_imports()
     assert not found, ("private names imported across modules (make the name public where it is defined, or "
                        "move the code that needs it there):\n" + "\n".join(found))
+
+
+def test_no_module_imports_from_a_higher_layer() -> None:
+    found = upward_imports(import_graph())
+    assert not found, ("imports from a higher layer (move the shared code down, or pass it in):\n"
+                       + "\n".join(found))
+
+
+def test_aws_names_and_limits_import_no_boto3() -> None:
+    # Packagers read function names and Lambda limits from here; boto3 stays out of packaging.
+    names = PACKAGE / "aws" / "names.py"
+    assert "DIRECT_UPLOAD_LIMIT" in names.read_text(encoding="utf-8")
+    assert import_graph()["edgemaas.aws.names"] <= {"edgemaas", "edgemaas.errors", "edgemaas.units"}
+    assert not third_party_imports(names) & {"boto3", "botocore"}
