@@ -456,6 +456,8 @@ def execute(aws: Aws, plan: Plan, report: Callable[[Step], None] = lambda step: 
                 FunctionName=name, CodeSha256=request.code.code_sha256,
                 Description=f"edgemaas {request.model} {request.variant} {request.code.sha256[:12]}")
             version = published["Version"]
+            if request.snapstart:  # Lambda snapshots the version now; it is Pending, not invocable, until done
+                lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier=version)
         elif step.resource == "alias":
             if step.action != "create" or _unless_exists(
                     lam.create_alias, FunctionName=name, Name=request.stage, FunctionVersion=version,
