@@ -4,7 +4,8 @@ A slot is held from accept to close. When every slot is taken, a new connection 
 keep-alive connection (the oldest), else of a connection still sending its request: one whose head is incomplete
 (the one that started longest ago: a slowloris), else one still uploading its body (the slowest in bytes per
 second). That victim comes at once from the client address holding the most such connections when it holds more than
-twice as many as the newcomer's address (a client with a connection or two gets in past a crowd), else it must
+twice as many as the newcomer's address holds still sending (a client with a few requests in flight gets in past a
+crowd), else it must
 have been at it for `evict_after_s` (so a crowd that keeps reconnecting cannot churn its slots faster than that).
 A connection whose request is complete (inference, answer) is never evicted; when no victim is left, the new
 connection is refused. One client address may hold at most `per_client`
@@ -85,7 +86,9 @@ class ConnectionTable:
         for conn in sending:
             per_client.setdefault(conn.client, []).append(conn)
         heaviest = max(per_client, key=lambda client: len(per_client[client]))
-        if len(per_client[heaviest]) > 2 * self._by_client.get(newcomer, 0) + 1:
+        # The newcomer's own connections still sending count, not those waiting for their answers: a valid client
+        # with a few requests in flight must still get in past a crowd (under a header flood it was refused).
+        if len(per_client[heaviest]) > 2 * len(per_client.get(newcomer, ())) + 1:
             return _slowest(per_client[heaviest], now)
         return _slowest([c for c in sending if now - c.since >= self.evict_after_s], now)
 

@@ -116,7 +116,6 @@ class EdgeHTTPServer(ThreadingHTTPServer):
         self._body_bytes = 0
         self._inflight = 0
         self._idle = threading.Condition()
-        self.batch_body_limit = BATCH_BODY_LIMIT
         super().__init__((settings.host, settings.port), RequestHandler)
         self.loop = EventLoop(self) if batcher is not None and settings.event_loop else None
 
@@ -554,7 +553,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             batcher.arriving(1)
             try:
                 arrays = self.server.prepare(body)
-                job = Job(arrays, None) if arrays is not None else None
+                job = Job(arrays, None, cost=len(body)) if arrays is not None else None
                 queued = job is None or batcher.submit(job)
             finally:
                 gate.release()
@@ -582,7 +581,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._workers_busy()
             return None
         try:
-            job = Job(None, lambda service: _dispatched(service, method, path, body, request_id))
+            job = Job(None, lambda service: _dispatched(service, method, path, body, request_id), cost=len(body))
             if not batcher.submit(job):
                 self._queue_full()
                 return None

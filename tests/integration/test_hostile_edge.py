@@ -2,6 +2,8 @@
 (http.client, raw sockets) against `python -m edgemaas.edge_entry serve` in its own process, on loopback only.
 
 The attackers connect from 127.0.0.2-127.0.0.11 (Linux routes all of 127/8 to lo), the valid client from 127.0.0.1.
+The connection attacks run against both ways the server reads requests: its event loop (the default, with
+micro-batching: it hands slow or unusual requests to threads) and its threads alone (`--max-batch 1`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ MB = 1024 * 1024
 SAMPLE = [[0.5] * 8] * 8
 GOOD = json.dumps({"inputs": [SAMPLE]}).encode()
 ATTACKERS = [f"127.0.0.{i}" for i in range(2, 12)]
+PATHS = [pytest.param((), id="event-loop"), pytest.param(("--max-batch", "1"), id="threads")]
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,11 @@ def _reset_peak(server: EdgeServer) -> None:
     Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")
 
 
-def test_slowloris_does_not_starve_a_valid_client(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_slowloris_does_not_starve_a_valid_client(model_dir: Path, tmp_path: Path, path: tuple[str, ...]) -> None:
     """150 connections sending their head a byte a second, reconnecting when let go: the valid client still gets
     every answer, each within a second (before: 0 of 200)."""
-    with edge_server(model_dir, tmp_path / "serve.log", "--quiet") as server:
+    with edge_server(model_dir, tmp_path / "serve.log", "--quiet", *path) as server:
         end = time.monotonic() + 8
         cut_off = []
 
@@ -130,22 +134,26 @@ def test_parallel_amplification_bodies_stay_under_the_memory_budget(model_dir: P
     assert peak < budget_mb, f"peak RSS {peak:.0f} MB"
 
 
-def test_a_refused_http_client_post_reads_its_503(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_a_refused_http_client_post_reads_its_503(model_dir: Path, tmp_path: Path, path: tuple[str, ...]) -> None:
     """A client over its address's connection cap posts a large body through http.client (which sends it all
-    before reading): it must read the 503 (before: 33 of 40 got BrokenPipeError)."""
+    before reading): it must read the 503 (before: 33 of 40 got BrokenPipeError). Another address is served
+    meanwhile: the cap is per client."""
     body = json.dumps({"inputs": [SAMPLE] * 256}).encode()  # a legal request of ~100 KB
     # The held connections send nothing: a head deadline longer than the test keeps them held on a slow machine
     # (at the default 5 s they would be evicted and a later POST served: that is the slowloris test's subject).
     with edge_server(model_dir, tmp_path / "serve.log", "--quiet", "--max-connections-per-client", "2",
-                     "--head-timeout", "120") as server:
-        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+                     "--head-timeout", "120", *path) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), source_address=(ATTACKERS[0], 0))
+                for _ in range(2)]
         try:
             time.sleep(0.2)
+            assert _post(server.port, GOOD)[0] == 200  # from 127.0.0.1: its own cap
             outcomes = []
             lock = threading.Lock()
 
             def refused() -> None:
-                outcome = _post(server.port, body)
+                outcome = _post(server.port, body, source=ATTACKERS[0])
                 with lock:
                     outcomes.append(outcome)
 
@@ -164,6 +172,82 @@ def test_a_refused_http_client_post_reads_its_503(model_dir: Path, tmp_path: Pat
     assert [status for status, _ in outcomes] == [503] * 40
     error = json.loads(outcomes[0][1])["error"]
     assert error["type"] == "Overloaded" and "connections open, the most one client may hold" in error["message"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_slow_bodies_do_not_starve_a_valid_client(model_dir: Path, tmp_path: Path, path: tuple[str, ...]) -> None:
+    """150 connections sending a whole head (a body small enough for the event loop), then the body a byte a
+    second: the valid client gets every answer within a second; an attacker that reads anything reads a 408 or a
+    503 (before: 0 of 200 answered, the slots held for as long as the Content-Length allowed)."""
+    with edge_server(model_dir, tmp_path / "serve.log", "--quiet", "--body-timeout", "2", *path) as server:
+        end = time.monotonic() + 8
+        seen: list[bytes] = []
+
+        def slow_body(source: str) -> None:
+            while time.monotonic() < end:
+                try:
+                    with socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                                  source_address=(source, 0)) as sock:
+                        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 30000\r\n\r\n")
+                        reply = b""
+                        while time.monotonic() < end and not reply:
+                            sock.sendall(b" ")
+                            sock.settimeout(1.0)
+                            try:
+                                reply = sock.recv(65536)
+                            except TimeoutError:
+                                continue
+                            if not reply:
+                                break  # let go without an answer (evicted for a newcomer)
+                        seen.append(reply[:12])
+                except OSError:
+                    time.sleep(0.05)
+
+        threads = [threading.Thread(target=slow_body, args=(ATTACKERS[i % 10],), daemon=True) for i in range(150)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        results = _valid_client(server.port, 40, 5)
+        for thread in threads:
+            thread.join(15)
+        assert server.alive()
+    assert [status for status, _ in results] == [200] * 40
+    assert max(seconds for _, seconds in results) < 1.0
+    answered = [reply for reply in seen if reply]
+    assert answered and {reply[:12] for reply in answered} <= {b"HTTP/1.1 408", b"HTTP/1.1 503"}, answered[:5]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_connection_flood_does_not_starve_a_valid_client(model_dir: Path, tmp_path: Path,
+                                                            path: tuple[str, ...]) -> None:
+    """300 connections that send nothing, reopened as soon as they are closed or refused: the valid client gets
+    every answer within a second (before: 1 of 200)."""
+    with edge_server(model_dir, tmp_path / "serve.log", "--quiet", *path) as server:
+        end = time.monotonic() + 8
+        opened = []
+
+        def silent(source: str) -> None:
+            while time.monotonic() < end:
+                try:
+                    with socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                                  source_address=(source, 0)) as sock:
+                        opened.append(source)
+                        sock.settimeout(max(0.1, end - time.monotonic()))
+                        sock.recv(1)
+                except OSError:
+                    time.sleep(0.05)
+
+        threads = [threading.Thread(target=silent, args=(ATTACKERS[i % 10],), daemon=True) for i in range(300)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        results = _valid_client(server.port, 40, 5)
+        for thread in threads:
+            thread.join(15)
+        assert server.alive()
+    assert [status for status, _ in results] == [200] * 40
+    assert max(seconds for _, seconds in results) < 1.0
+    assert len(opened) > 300  # the flood kept reconnecting
 
 
 def _raw(port: int, data: bytes, timeout: float = 15.0) -> bytes:

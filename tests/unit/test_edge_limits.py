@@ -224,3 +224,52 @@ def test_gate_serves_the_smallest_waiting_body_first_and_times_out() -> None:
     assert gate.acquire(1, timeout=0)
     started = time.monotonic()
     assert not gate.acquire(1, timeout=0.2) and time.monotonic() - started >= 0.2
+
+
+def test_table_lets_a_newcomer_with_requests_in_flight_past_a_crowd() -> None:
+    """A valid client with answers pending (BUSY) still takes a crowd's slot at once: only its connections still
+    sending count against it (before: all it held, so under a header flood it was refused "full")."""
+    table = ConnectionTable(max_connections=8, per_client=8, evict_after_s=60)
+    crowd = [table.admit(s, "10.0.0.9") for s in _sockets(5)]
+    mine = [table.admit(s, "10.0.0.1") for s in _sockets(3)]
+    for conn in crowd:
+        table.set_state(conn, HEAD)
+    for conn in mine:
+        table.set_state(conn, BUSY)  # three requests of the valid client waiting for their answers
+    assert not isinstance(table.admit(socket.socket(), "10.0.0.1"), str)
+    assert crowd[0].evicted and not any(conn.evicted for conn in mine)
+    # A client with as many connections still sending as the crowd has to wait for evict_after_s, as before.
+    for conn in mine:
+        table.set_state(conn, HEAD)
+    assert table.admit(socket.socket(), "10.0.0.1") == "full"
+
+
+class _Replica:
+    """Stands in for a worker's Service: call jobs get it, and never touch a model."""
+
+
+def test_batcher_runs_the_smallest_queued_job_first() -> None:
+    """A one-sample request queued behind large batches runs before them (arrival order among equals)."""
+    from edgemaas.edge_entry.batching import Batcher, Job
+
+    batcher = Batcher([_Replica()], max_batch=32, max_wait_s=0, max_queue=16)  # type: ignore[list-item]
+    release = threading.Event()
+    order: list[str] = []
+    blocker = Job(None, lambda service: release.wait(5), cost=0)
+    assert batcher.submit(blocker)
+    deadline = time.monotonic() + 5
+    while blocker.state == 0 and time.monotonic() < deadline:  # QUEUED until the worker holds it
+        time.sleep(0.01)
+
+    def job(name: str, cost: int) -> Job:
+        return Job(None, lambda service: order.append(name), cost=cost)
+
+    jobs = [job("large-1", 100_000), job("large-2", 100_000), job("small", 300), job("medium", 5_000),
+            job("small-later", 300)]
+    for queued in jobs:
+        assert batcher.submit(queued)
+    release.set()
+    for queued in jobs:
+        assert batcher.wait(queued, 5)
+    batcher.close()
+    assert order == ["small", "small-later", "medium", "large-1", "large-2"]
