@@ -23,7 +23,7 @@ def _bundle_files(trained: Workspace, out: Path, **options: int) -> dict[str, st
     bundle = package_edge(chosen_variant(trained, "cnn"), out, trained.cache(), **options)
     with tarfile.open(bundle.tar_path) as tar:
         return {Path(m.name).name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
-                for m in tar.getmembers() if m.name.endswith((".service", "greengrass-recipe.yaml"))}
+                for m in tar.getmembers() if m.name.endswith((".service", "greengrass-recipe.yaml", "README.txt"))}
 
 
 @pytest.mark.parametrize("budget", [None, 300])
@@ -41,3 +41,5 @@ def test_memory_budget_sets_the_server_the_unit_and_greengrass(trained: Workspac
     run = yaml.safe_load(recipe_text)["Manifests"][0]["Lifecycle"]["Run"]["Script"]
     assert run.endswith(f"--memory-budget-mb {expected}")
     assert f'"systemResourceLimits": {{"memory": {expected * 1024}}}' in recipe_text
+    assert re.search(r"aws greengrassv2 create-deployment .*\"runWith\": \{\"systemResourceLimits\": \{\"memory\": "
+                     f"{expected * 1024}}}", files["README.txt"])

@@ -266,8 +266,9 @@ def _message(reply: bytes) -> str:
     return json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["message"]
 
 
-def test_the_small_ones(model_dir: Path, tmp_path: Path) -> None:
-    args = ("--quiet", "--read-timeout", "2", "--body-timeout", "1", "--head-timeout", "2")
+@pytest.mark.parametrize("path", PATHS)
+def test_the_small_ones(model_dir: Path, tmp_path: Path, path: tuple[str, ...]) -> None:
+    args = ("--quiet", "--read-timeout", "2", "--body-timeout", "1", "--head-timeout", "2", *path)
     with edge_server(model_dir, tmp_path / "serve.log", *args) as server:
         port = server.port
         # A stalled body: the 408 says the real time (before: 10 s waited, "30 s" said).
