@@ -21,6 +21,7 @@ class Backend(Protocol):
     outputs: list[TensorSpec]
     signature_key: str | None
     metadata: dict[str, Any]
+    output_order: list[int]  # positions in `outputs`, in the order callers get them (the model's declared order)
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         """A batch of samples (the first dimension), chunked to a fixed batch when the model has one."""
@@ -59,11 +60,17 @@ class TFLiteBackend:
         self._in = self._interp.get_input_details()
         self._out = self._interp.get_output_details()
         self.signature_key, names = _signature_names(self._interp, self._in, self._out)
+
         self.metadata: dict[str, Any] = {}
         self.inputs = [_tflite_spec(d, names.get(d["index"], "")) for d in self._in]
         self.outputs = [_tflite_spec(d, names.get(d["index"], "")) for d in self._out]
         self._in_index = [d["index"] for d in self._in]
         self._out_index = [d["index"] for d in self._out]
+        # Outputs as a caller sees them: in the signature's order (a Keras model's output_0, output_1, ...), which
+        # the converter's subgraph order may shuffle ([output_1, output_0]); positions stay the subgraph's.
+        signature_rank = {index: rank for rank, index in enumerate(names)}
+        self.output_order = sorted(range(len(self._out)),
+                                   key=lambda i: signature_rank.get(self._out_index[i], i))
         # Shapes the tensors are allocated for; None until allocated. A model whose signature is dynamic may not
         # allocate at the placeholder shape (1 for every -1): it is allocated at the first request's shapes instead.
         self._shapes: list[tuple[int, ...]] | None = None
@@ -117,10 +124,10 @@ class TFLiteBackend:
 
 def _signature_names(interp: Any, inputs: list[dict[str, Any]],
                      outputs: list[dict[str, Any]]) -> tuple[str | None, dict[int, str]]:
-    """The signature whose tensors are exactly the model's inputs and outputs, and its name for each tensor index.
+    """The signature whose tensors are exactly the model's inputs and outputs, and its name for each tensor index
+    (inputs, then outputs, each in the signature's order).
 
-    Signature names ("regressors") say more than tensor names ("StatefulPartitionedCall:1"); the tensors keep the
-    interpreter's order, which is the order the model declares."""
+    Signature names ("regressors") say more than tensor names ("StatefulPartitionedCall:1")."""
     wanted_in = {d["index"] for d in inputs}
     wanted_out = {d["index"] for d in outputs}
     try:
@@ -173,6 +180,7 @@ class OnnxBackend:
         self.outputs = [_onnx_spec(n) for n in self._session.get_outputs()]
         self.signature_key = None
         self.metadata = _onnx_metadata(self._session)
+        self.output_order = list(range(len(self.outputs)))  # ONNX declares its outputs' order
         self._input_names = [spec.name for spec in self.inputs]
         self._output_names = [spec.name for spec in self.outputs]  # named once: run(None) looks them up per call
 

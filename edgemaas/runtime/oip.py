@@ -1,11 +1,14 @@
 """The Open Inference Protocol (KServe v2, Triton's HTTP/REST): request bodies in, response bodies out.
 
-Only the JSON form: tensors as "data" arrays (flat row-major, or nested). Triton's binary-data extension is not
-taken (a client sets binary_data=False). The routes themselves are in service.py.
+Tensors come as JSON "data" arrays (flat row-major, or nested) or, in Triton's binary-data extension (what
+tritonclient sends by default), as raw little-endian bytes after the JSON header, each input's size in its
+`parameters.binary_data_size`. Replies are always JSON (clients that asked for binary outputs read JSON "data" too).
+The routes themselves are in service.py.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -36,9 +39,27 @@ def tensor_metadata(tensor: TensorInput | TensorOutput) -> dict[str, Any]:
             "shape": list(tensor.spec.shape)}
 
 
+def split_binary(data: bytes) -> tuple[bytes, bytes] | None:
+    """A binary-extension body -> (its JSON header, the tensor bytes after it); None when `data` is not a JSON
+    object followed by more bytes. The header's end is found by parsing (the Inference-Header-Content-Length HTTP
+    header says the same, but not every surface passes headers on)."""
+    start = len(data) - len(data.lstrip())
+    if data[start:start + 1] != b"{":
+        return None
+    text = data.decode("utf-8", "surrogateescape")  # the header is UTF-8; the bytes after it are kept as they are
+    try:
+        _, end = json.JSONDecoder().raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return None
+    header = text[:end].encode("utf-8", "surrogateescape")
+    return (header, data[len(header):]) if len(header) < len(data) else None
+
+
 def parse_request(request: Any, inputs: list[TensorInput], outputs: list[TensorOutput],
-                  budget: int) -> tuple[list[np.ndarray], list[str] | None, Any]:
-    """(arrays in the model's input order, the output names asked for or None for all, the request id)."""
+                  budget: int, blob: bytes = b"") -> tuple[list[np.ndarray], list[str] | None, Any]:
+    """(arrays in the model's input order, the output names asked for or None for all, the request id).
+
+    `blob`: the bytes after the JSON header of a binary-extension body, consumed in the inputs' order."""
     if not isinstance(request, dict):
         raise RequestError("body", 'an inference request is a JSON object like {"inputs": [{"name": ..., "shape": '
                                    '[...], "datatype": "FP32", "data": [...]}]}')
@@ -53,6 +74,7 @@ def parse_request(request: Any, inputs: list[TensorInput], outputs: list[TensorO
     by_name = {tensor.name: tensor for tensor in inputs}
     given: dict[str, np.ndarray] = {}
     remaining = budget
+    offset = 0  # into blob
     for i, item in enumerate(items):
         field = f"inputs[{i}]"
         if not isinstance(item, dict):
@@ -67,16 +89,26 @@ def parse_request(request: Any, inputs: list[TensorInput], outputs: list[TensorO
         extra = sorted(str(k) for k in item if k not in _INPUT_KEYS)
         if extra:
             raise RequestError(field, f"unknown key(s) {', '.join(map(repr, extra[:5]))}")
-        missing = [k for k in ("shape", "datatype", "data") if k not in item]
+        size = _binary_size(item, field)
+        missing = [k for k in ("shape", "datatype") + (("data",) if size is None else ()) if k not in item]
         if missing:
-            binary = isinstance(item.get("parameters"), dict) and "binary_data_size" in item["parameters"]
-            raise RequestError(field, f"missing {', '.join(missing)}" + (
-                "; binary tensor data (Triton's binary extension) is not taken: send it as JSON \"data\" "
-                "(tritonclient: binary_data=False)" if binary else ""))
+            raise RequestError(field, f"missing {', '.join(missing)}")
         tensor = by_name[name]
-        array = _input_array(item, tensor, field, remaining)
+        if size is None:
+            array = _input_array(item, tensor, field, remaining)
+        else:
+            if "data" in item:
+                raise RequestError(field, "has both \"data\" and parameters.binary_data_size; send one")
+            if offset + size > len(blob):
+                raise RequestError(field, f"parameters.binary_data_size is {size} but only {len(blob) - offset} bytes "
+                                          "of tensor data follow the JSON header for it")
+            array = _binary_array(item, tensor, field, remaining, blob[offset:offset + size])
+            offset += size
         remaining -= array.size
         given[name] = array
+    if offset != len(blob):
+        raise RequestError("body", f"{len(blob) - offset} bytes follow the JSON header that no input's "
+                                   "parameters.binary_data_size accounts for")
     absent = [tensor.name for tensor in inputs if tensor.name not in given]
     if absent:
         raise RequestError("inputs", f"missing input(s) {', '.join(absent)}; this model takes "
@@ -85,8 +117,23 @@ def parse_request(request: Any, inputs: list[TensorInput], outputs: list[TensorO
         request.get("id")
 
 
-def _input_array(item: dict[str, Any], tensor: TensorInput, field: str, budget: int) -> np.ndarray:
-    datatype, shape, data = item["datatype"], item["shape"], item["data"]
+def _binary_size(item: dict[str, Any], field: str) -> int | None:
+    parameters = item.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise RequestError(f"{field}.parameters", "expected an object")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return None
+    if type(size) is not int or size < 0:
+        raise RequestError(f"{field}.parameters.binary_data_size", "expected a non-negative integer")
+    return size
+
+
+def _checked_shape(item: dict[str, Any], tensor: TensorInput, field: str, budget: int) -> list[int]:
+    """The item's shape, once its datatype, shape and element count are checked against the model's input."""
+    datatype, shape = item["datatype"], item["shape"]
     expected = DATATYPES.get(tensor.dtype, tensor.dtype.upper())
     if datatype != expected:
         raise RequestError(f"{field}.datatype", f"{_clip(datatype)} does not match the model's {expected}"
@@ -98,6 +145,34 @@ def _input_array(item: dict[str, Any], tensor: TensorInput, field: str, budget: 
     if count > budget:
         raise too_many(field, count, budget)
     tensor.check_shape(tuple(shape), f"{field}.shape")
+    return shape
+
+
+def _binary_array(item: dict[str, Any], tensor: TensorInput, field: str, budget: int, data: bytes) -> np.ndarray:
+    """Raw little-endian bytes -> the tensor, held to the checks JSON values get (finite floats, 0/1 booleans)."""
+    shape = _checked_shape(item, tensor, field, budget)
+    dtype = np.dtype(tensor.dtype).newbyteorder("<")
+    count = element_count(shape)
+    if len(data) != count * dtype.itemsize:
+        raise RequestError(f"{field}.parameters.binary_data_size", f"is {len(data)} bytes; shape {shape} of "
+                                                                   f"{item['datatype']} needs {count * dtype.itemsize}")
+    if dtype.kind == "b":
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if raw.size and raw.max() > 1:
+            raise RequestError(f"{field}.data", "a BOOL tensor's bytes must be 0 or 1")
+        return raw.astype(bool).reshape(shape)
+    array = np.frombuffer(data, dtype=dtype).astype(tensor.dtype).reshape(shape)  # a native, writable copy
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        where = int(np.argmax(~np.isfinite(array.reshape(-1))))
+        raise RequestError(f"{field}.data", f"value at flat position {where} is not a finite {tensor.dtype} "
+                                            "(NaN or Infinity)")
+    return array
+
+
+def _input_array(item: dict[str, Any], tensor: TensorInput, field: str, budget: int) -> np.ndarray:
+    shape = _checked_shape(item, tensor, field, budget)
+    data = item["data"]
+    count = element_count(shape)
     leaves = _flatten(data, len(shape), field)
     if len(leaves) != count:
         raise RequestError(f"{field}.data", f"holds {len(leaves)} values; shape {shape} needs {count}")

@@ -241,11 +241,12 @@ class Service:
             self._give_back(model)
         return {"model": self._name, "variant": self._variant, "predictions": predictions}
 
-    def infer_oip(self, request: Any) -> dict[str, Any]:
-        """An Open Inference Protocol request -> its response body (every output, or those asked for)."""
+    def infer_oip(self, request: Any, blob: bytes = b"") -> dict[str, Any]:
+        """An Open Inference Protocol request -> its response body (every output, or those asked for). `blob`: the
+        tensor bytes after a binary-extension body's JSON header."""
         model = self.model
         arrays, wanted, request_id = oip.parse_request(request, model.tensor_inputs, model.tensor_outputs,
-                                                       model.max_input_elements)
+                                                       model.max_input_elements, blob)
         check_shared_dims(model.tensor_inputs, arrays, "inputs")
         model = self._borrow()
         try:
@@ -288,15 +289,19 @@ class Service:
         if kind == "root" and method == "GET":
             return self.describe_reply()
         if kind in ("root", "predict", "infer"):
+            blob = b""
             try:
                 request = parse_body(body, is_base64, self.max_body_bytes)
             except BadRequest as exc:
-                if kind == "infer" and _binary_tensors(body):
-                    exc = BadRequest("binary tensor data (Triton's binary extension) is not taken: send every "
-                                     "tensor as JSON \"data\" (tritonclient: binary_data=False)", field="body")
-                return self._rejected(exc, request_id)
+                parts = self._binary_parts(body, is_base64) if kind == "infer" and exc.status != 413 else None
+                if parts is None:
+                    return self._rejected(exc, request_id)
+                try:
+                    request, blob = parse_body(parts[0], False, self.max_body_bytes), parts[1]
+                except BadRequest as header_exc:
+                    return self._rejected(header_exc, request_id)
             if kind == "infer":
-                return self._guarded(lambda: self.infer_oip(request), request_id)
+                return self._guarded(lambda: self.infer_oip(request, blob), request_id)
             return self.handle_request(request, request_id)
         if kind == "health":
             return self.health_reply()
@@ -353,6 +358,29 @@ class Service:
             return error_reply(500, "internal error; see the service's logs", kind="InternalError",
                                request_id=request_id)
 
+    def _binary_parts(self, body: Any, is_base64: bool) -> tuple[bytes, bytes] | None:
+        """(JSON header, tensor bytes) of a body in Triton's binary-data extension, else None. Called only after the
+        body was refused as JSON for a reason other than its size, so it is within the limit."""
+        if isinstance(body, str):
+            if is_base64:
+                try:
+                    body = base64.b64decode(body, validate=True)
+                except (binascii.Error, ValueError):
+                    return None
+            else:
+                try:
+                    body = body.encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
+        elif is_base64 and isinstance(body, (bytes, bytearray)):
+            try:
+                body = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        if not isinstance(body, (bytes, bytearray)) or b"binary_data_size" not in body[:1 << 20]:
+            return None
+        return oip.split_binary(bytes(body))
+
     def _borrow(self) -> ServingModel:
         timeout = self.borrow_timeout_s
         if self._lock is not None:
@@ -381,13 +409,6 @@ class Service:
 
 _ALLOWED = {"root": ("GET", "POST"), "predict": ("POST",), "health": ("GET",), "server": ("GET",), "live": ("GET",),
             "ready": ("GET",), "model_ready": ("GET",), "metadata": ("GET",), "infer": ("POST",)}
-
-
-def _binary_tensors(body: Any) -> bool:
-    """Whether a body that is not JSON is a JSON header followed by raw tensors (Triton's binary extension)."""
-    head = body[:65536] if isinstance(body, (bytes, bytearray, str)) else b""
-    marker = "binary_data" if isinstance(head, str) else b"binary_data"
-    return marker in head
 
 
 def _json_reply(body: dict[str, Any]) -> Reply:

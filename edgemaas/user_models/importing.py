@@ -63,6 +63,45 @@ def _looks_like_onnx(path: Path) -> bool:
     return model.ir_version > 0 and len(model.graph.node) > 0
 
 
+ONNX_SINGLE_FILE_LIMIT = 2 * 1024 ** 3  # protobuf's limit: a larger ONNX model must keep its weights outside
+
+
+def copy_model_file(path: Path, fmt: str, target: Path) -> None:
+    """Copy a model file; an ONNX file whose weights sit in separate files (torch.onnx.export(..., external_data=
+    True), exports of large models) becomes one self-contained file, since the runtime loads the model from bytes."""
+    if fmt != "onnx" or not _external_onnx_data(path):
+        shutil.copyfile(path, target)
+        return
+    import onnx
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=True)
+    except Exception as exc:  # onnx's ValidationError, OSError...: a weights file missing or outside the folder
+        raise UserError(f"{path}: this ONNX file keeps its weights in separate file(s) that could not be read "
+                        f"({exc}); keep them next to it, as the exporter wrote them") from None
+    if model.ByteSize() >= ONNX_SINGLE_FILE_LIMIT:
+        raise UserError(f"{path}: the model's weights are {model.ByteSize() / 1024 ** 3:.1f} GB, over the 2 GB an "
+                        "ONNX file can hold in one piece; edgemaas serves models from a single file")
+    onnx.save_model(model, str(target))
+
+
+def _external_onnx_data(path: Path) -> bool:
+    import onnx
+
+    def graph_tensors(graph: Any) -> Any:  # initializers and constant attributes, subgraphs (If, Loop) included
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    yield from graph_tensors(subgraph)
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph_tensors(model.graph))
+
+
 def model_name(path: Path) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower() if path.is_file() else path.name.lower()).strip("-")
     return (name if name and name[0].isalpha() else f"model-{name}")[:40]
@@ -87,7 +126,7 @@ def import_model(path: Path, ws: Workspace, name: str | None = None, labels: lis
             variant, pass_name = "tflite-float32", f"import-{fmt}"
         else:
             target = tmp / f"model.{fmt}"
-            shutil.copyfile(path, target)
+            copy_model_file(path, fmt, target)
             variant, pass_name = f"{fmt}-imported", "import"
         try:
             shell = _shell_manifest(name, target, labels, path)
@@ -207,7 +246,7 @@ def _fill_root(path: Path, fmt: str, name: str, root: str, tmp: Path, labels: li
         probe = tmp / ".signature.tflite"
     else:
         target = tmp / ("model.h5" if fmt == "h5" else f"model.{fmt}")
-        shutil.copyfile(path, target)
+        copy_model_file(path, fmt, target)
         probe = tmp / ".signature.tflite" if fmt in KERAS_FORMATS else target
     if probe != target:
         try:

@@ -8,6 +8,7 @@ the OIP path. Every surface must give the same status, field and message.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from edgemaas.workspace import Workspace
 from tests.functional.test_handler import CONTEXT, load_handler
 from tests.integration.test_bad_requests import EdgeServer, edge_server, post
 from tests.tensor_models import vad_onnx
-from tests.unit.test_tensor_contract import BAD_OIP, BAD_TENSORS
+from tests.unit.test_tensor_contract import BAD_OIP, BAD_TENSORS, VAD_ARRAYS, VAD_TYPES, binary_body
 
 MAX_ELEMENTS = 4096  # the tables' too-many-elements rows need this limit
 
@@ -99,3 +100,38 @@ def test_good_requests_still_answer_after_the_bad_ones(handler: ModuleType, serv
     good = {"inputs": {"input": [[0.5] * 8], "state": [[[0.1] * 16], [[0.2] * 16]], "sr": 16000}}
     status, body = post(server.port, json.dumps(good).encode(), "/predict")
     assert status == 200 and handler.handler(good, CONTEXT) == body
+
+
+def binary_events(path: str, body: bytes) -> dict[str, dict[str, Any]]:
+    """A binary-extension body as a function URL / HTTP API and a REST API (binary media types) deliver it."""
+    encoded = base64.b64encode(body).decode()
+    return {
+        "http-v2": {"version": "2.0", "routeKey": "$default", "rawPath": path, "isBase64Encoded": True,
+                    "requestContext": {"http": {"method": "POST", "path": path}},
+                    "headers": {"content-type": "application/octet-stream"}, "body": encoded},
+        "rest-v1": {"resource": "/{proxy+}", "path": f"/prod{path}", "httpMethod": "POST",
+                    "requestContext": {"stage": "prod"}, "headers": {}, "body": encoded, "isBase64Encoded": True},
+    }
+
+
+def test_binary_tensors_on_lambda_and_the_edge(handler: ModuleType, server: EdgeServer) -> None:
+    """Triton's binary-data extension (tritonclient's default) answers as the same tensors sent as JSON, and a bad
+    one gets the same 400 on every surface that can carry bytes."""
+    path = "/v2/models/vad/infer"
+    as_json = json.dumps(_oip_of(VAD_ARRAYS)).encode()
+    expected = handler.handler(json.loads(as_json), CONTEXT)  # a direct invoke: JSON data only
+    good = binary_body(VAD_ARRAYS, VAD_TYPES)
+    for surface, event in binary_events(path, good).items():
+        response = handler.handler(event, CONTEXT)
+        assert response["statusCode"] == 200 and json.loads(response["body"]) == expected, (surface, response)
+    assert post(server.port, good, path) == (200, expected)
+    bad = binary_body(VAD_ARRAYS, VAD_TYPES, sizes={"input": 28})
+    replies = {surface: (r["statusCode"], json.loads(r["body"]))
+               for surface, event in binary_events(path, bad).items() for r in [handler.handler(event, CONTEXT)]}
+    replies["edge"] = post(server.port, bad, path)
+    check_same_refusal(replies, 400, "inputs.input.parameters.binary_data_size", "needs 32")
+
+
+def _oip_of(arrays: dict[str, Any]) -> dict[str, Any]:
+    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": VAD_TYPES[name],
+                        "data": array.ravel().tolist()} for name, array in arrays.items()]}

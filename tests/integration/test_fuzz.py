@@ -1,5 +1,6 @@
 """Fuzzing the request contract: hypothesis-made Lambda events and HTTP bodies against the handler in this process,
-and a smaller stream of bodies and request heads against a running edge server.
+and a smaller stream of bodies and request heads against a running edge server; then the same for a model brought
+without a task (named tensors, the Open Inference Protocol, its binary extension) on both surfaces.
 
 Whatever arrives, the answer is a JSON reply with predictions (or, for GET, the model's description) or a 4xx error
 record: never a 5xx, never an exception escaping the handler, never a dead server. Examples are derandomized so CI
@@ -371,3 +372,130 @@ def test_edge_server_is_still_serving(server: EdgeServer, client: Client, traine
     assert status == 200
     assert json.loads(data)["predictions"] == load_model(chosen_variant(trained, "cnn")).predict(batch)
     assert server.alive() and "Traceback" not in Path(server.log).read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A model brought without a task: named tensors, the Open Inference Protocol and its binary extension, through the
+# Lambda handler and the edge server (three inputs: a float tensor, a state whose batch is second, an int64 0-d)
+
+TENSOR_PATHS = ["/predict", "/v2/models/vad/infer", "/v2/models/vad/versions/1/infer", "/"]
+
+
+@st.composite
+def binary_oip_bodies(draw: st.DrawFn) -> bytes:
+    """An OIP header whose inputs claim binary sizes (right, wrong or nonsense), then any bytes."""
+    from tests.unit.test_tensor_contract import oip_bodies
+
+    head = draw(oip_bodies())
+    for item in head["inputs"]:
+        item.pop("data", None)
+        count = math.prod(item["shape"]) if isinstance(item["shape"], list) and all(
+            type(d) is int for d in item["shape"]) else 1
+        item["parameters"] = {"binary_data_size": draw(st.one_of(st.just(4 * abs(count)), st.integers(-4, 400),
+                                                                 JSON_VALUES))}
+    tail = draw(st.one_of(st.binary(max_size=400), st.integers(0, 200).map(lambda n: b"\x00\x00\x80\x3f" * n)))
+    return json.dumps(head).encode() + tail
+
+
+@st.composite
+def tensor_model_bodies(draw: st.DrawFn) -> bytes:
+    from tests.unit.test_tensor_contract import oip_bodies, tensor_bodies
+
+    kind = draw(st.sampled_from(["tensors", "oip", "binary", "odd"]))
+    if kind == "binary":
+        return draw(binary_oip_bodies())
+    if kind == "odd":
+        return draw(ODD_BODIES)
+    return draw(serialized(draw(tensor_bodies() if kind == "tensors" else oip_bodies())))
+
+
+def check_tensor_answer(body: Any, status: int) -> None:
+    """Every output by name (tensor form), an OIP response, the description, or a 4xx error record."""
+    assert isinstance(body, dict), body
+    json.dumps(body, allow_nan=False)
+    if "error" in body:
+        error = body["error"]
+        assert 400 <= status < 500 and error["status"] == status and error["message"], body
+        event(f"{status} {error.get('field', '-')}")
+        return
+    assert status == 200 and ({"outputs"} <= set(body) or {"model", "forms", "tensors"} <= set(body)), body
+    event("200")
+
+
+@pytest.fixture(scope="module")
+def vad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgemaas.runtime import read_manifest
+    from edgemaas.user_models.importing import import_model
+    from tests.tensor_models import vad_onnx
+
+    root = tmp_path_factory.mktemp("fuzz-vad")
+    ws = Workspace(root / "ws")
+    directory = ws.variant_dir(import_model(vad_onnx(root / "vad.onnx"), ws).name, "imported")
+    manifest = read_manifest(directory)
+    manifest.limits["max_input_elements"] = 4096  # over it: 413, a case the bodies reach
+    manifest.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def vad_handler(vad_dir: Path) -> Iterator[ModuleType]:
+    service_log = logging.getLogger("edgemaas.service")
+    level = service_log.level
+    service_log.setLevel(logging.WARNING)
+    try:
+        yield load_handler(str(vad_dir))
+    finally:
+        service_log.setLevel(level)
+
+
+@fuzz_settings(600)
+@given(body=tensor_model_bodies(), path=st.sampled_from(TENSOR_PATHS), encoded=st.booleans())
+def test_tensor_model_http_events_never_fail(vad_handler: ModuleType, body: bytes, path: str,
+                                             encoded: bool) -> None:
+    event = {"version": "2.0", "routeKey": "$default", "rawPath": path, "headers": {},
+             "requestContext": {"http": {"method": "POST", "path": path}}, "isBase64Encoded": encoded,
+             "body": base64.b64encode(body).decode() if encoded else body.decode("utf-8", "surrogateescape")}
+    response = vad_handler.handler(event, CONTEXT)
+    check_tensor_answer(json.loads(response["body"]), response["statusCode"])
+
+
+@fuzz_settings(300)
+@given(body=tensor_model_bodies())
+def test_tensor_model_direct_invokes_never_fail(vad_handler: ModuleType, body: bytes) -> None:
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):  # a direct invoke is JSON; Lambda refuses anything else before the handler
+        request = {"inputs": body.decode("latin-1")}
+    result = vad_handler.handler(request, CONTEXT)
+    check_tensor_answer(result, result["error"]["status"] if "error" in result else 200)
+
+
+@pytest.fixture(scope="module")
+def vad_server(vad_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeServer]:
+    log = tmp_path_factory.mktemp("fuzz-vad-edge") / "vad.log"
+    with edge_server(vad_dir, log, "--workers", "1", "--quiet", "--max-request-bytes", str(1 << 20)) as running:
+        yield running
+
+
+@fuzz_settings(300)
+@given(body=tensor_model_bodies(), path=st.sampled_from(TENSOR_PATHS))
+def test_tensor_model_edge_bodies(vad_server: EdgeServer, body: bytes, path: str) -> None:
+    connection = Client(vad_server.port)
+    try:
+        status, data, content_type = connection.send("POST", path, body)
+    finally:
+        connection.close()
+    assert content_type == "application/json"
+    check_tensor_answer(json.loads(data), status)
+    assert vad_server.alive()
+
+
+def test_the_tensor_model_server_is_still_serving(vad_server: EdgeServer, vad_handler: ModuleType) -> None:
+    good = {"inputs": {"input": [[0.5] * 8], "state": [[[0.1] * 16], [[0.2] * 16]], "sr": 16000}}
+    client = Client(vad_server.port)
+    try:
+        status, data, _ = client.send("POST", "/predict", json.dumps(good).encode())
+    finally:
+        client.close()
+    assert status == 200 and json.loads(data) == vad_handler.handler(good, CONTEXT)
+    assert vad_server.alive() and "Traceback" not in Path(vad_server.log).read_text()

@@ -3,7 +3,8 @@
 A streaming model with three inputs (a float tensor, a recurrent state whose batch is second, an int64 0-d sample
 rate) and two outputs, and a detector whose outputs are declared out of name order, served by
 `python -m edgemaas.edge_entry`: metadata, readiness, inference equal to onnxruntime on the original file, and the
-client's view of our errors (a wrong datatype, a wrong shape, an unknown model, binary tensors).
+client's view of our errors (a wrong datatype, a wrong shape, an unknown model, binary tensors of the wrong
+size), and the client's defaults (binary tensors in, binary outputs asked for).
 """
 
 from __future__ import annotations
@@ -157,11 +158,36 @@ def test_a_shape_that_breaks_a_fixed_dimension_is_a_400(clients: dict[str, objec
     assert status == "400" and "dimension 'batch' is 4 here but 1 in input 'input'" in error["message"]
 
 
-def test_an_unknown_model_and_binary_tensors_are_refused_clearly(clients: dict[str, object]) -> None:
+def test_an_unknown_model_is_a_404(clients: dict[str, object]) -> None:
     feeds = _vad_request(1, 64)
     status, error = _refusal(clients["vad"], "whisper", [_input("input", feeds["input"], "FP32")])
     assert status == "404" and error["type"] == "NotFound" and "no model named 'whisper'" in error["message"]
-    binary = triton.InferInput("input", [1, 64], "FP32")
-    binary.set_data_from_numpy(feeds["input"], binary_data=True)
-    status, error = _refusal(clients["vad"], "vad", [binary])
-    assert status == "400" and "binary_data=False" in error["message"]
+
+
+@pytest.mark.parametrize("batch, samples", [(1, 512), (3, 160)])
+def test_the_clients_defaults_binary_tensors_equal_onnxruntime(clients: dict[str, object], files: dict[str, Path],
+                                                               batch: int, samples: int) -> None:
+    """tritonclient sends raw tensor bytes after the JSON header unless told otherwise, and asks for binary outputs
+    when it names none; edgemaas takes the bytes and answers in JSON, which the client reads the same way."""
+    feeds = _vad_request(batch, samples)
+    inputs = []
+    for name, datatype in (("input", "FP32"), ("state", "FP32"), ("sr", "INT64")):
+        tensor = triton.InferInput(name, list(feeds[name].shape), datatype)
+        tensor.set_data_from_numpy(feeds[name])  # binary_data=True, the default
+        inputs.append(tensor)
+    result = clients["vad"].infer("vad", inputs)
+    expected = _onnxruntime(files["vad"], feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(result.as_numpy(name), value, rtol=1e-5, atol=1e-7)
+
+
+def test_binary_tensors_of_the_wrong_size_are_a_400(clients: dict[str, object]) -> None:
+    feeds = _vad_request(1, 64)
+    short = triton.InferInput("input", [1, 64], "FP32")
+    short.set_data_from_numpy(feeds["input"])
+    short.set_shape([1, 65])  # says 65 values, carries 64 values' bytes
+    state = triton.InferInput("state", [2, 1, 16], "FP32")
+    state.set_data_from_numpy(feeds["state"])
+    status, error = _refusal(clients["vad"], "vad", [short, state, _input("sr", feeds["sr"], "INT64")])
+    assert status == "400" and error["field"] == "inputs.input.parameters.binary_data_size"
+    assert "is 256 bytes; shape [1, 65] of FP32 needs 260" in error["message"]

@@ -251,3 +251,119 @@ def test_no_tensor_or_oip_body_gets_a_5xx(vad: Service, body: Any, path: str) ->
     else:
         assert 400 <= reply.status < 500 and answer["error"]["status"] == reply.status, answer
         assert answer["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Triton's binary-data extension: raw little-endian tensors after the JSON header (tritonclient's default)
+
+
+def binary_body(arrays: dict[str, np.ndarray], datatypes: dict[str, str], sizes: dict[str, int] | None = None,
+                tail: bytes = b"") -> bytes:
+    """A body as tritonclient makes it: the JSON header, then each input's bytes in the header's order."""
+    sizes = sizes or {}
+    header = {"inputs": [{"name": name, "shape": list(array.shape), "datatype": datatypes[name],
+                          "parameters": {"binary_data_size": sizes.get(name, array.nbytes)}}
+                         for name, array in arrays.items()],
+              "parameters": {"binary_data_output": True}}
+    return json.dumps(header).encode() + b"".join(a.tobytes() for a in arrays.values()) + tail
+
+
+VAD_ARRAYS = {"input": np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8),
+              "state": np.full((2, 1, 16), 0.1, np.float32), "sr": np.array(16000, np.int64)}
+VAD_TYPES = {"input": "FP32", "state": "FP32", "sr": "INT64"}
+
+
+def test_binary_tensors_answer_like_json_data_and_onnxruntime(vad: Service, files: dict[str, Path]) -> None:
+    import base64
+
+    reply = vad.dispatch("POST", "/v2/models/vad/infer", binary_body(VAD_ARRAYS, VAD_TYPES))
+    assert reply.status == 200, reply.body
+    as_json = _oip(input={"data": VAD_ARRAYS["input"].ravel().tolist()},
+                   state={"data": VAD_ARRAYS["state"].ravel().tolist()})
+    assert reply.body["outputs"] == post(vad, as_json, "/v2/models/vad/infer")[1]["outputs"]
+    session = ort.InferenceSession(str(files["vad"]), providers=["CPUExecutionProvider"])
+    for output, expected in zip(reply.body["outputs"], session.run(None, VAD_ARRAYS)):
+        np.testing.assert_allclose(np.reshape(output["data"], output["shape"]), expected, rtol=1e-6)
+    # a function URL / API Gateway event carries the bytes base64-encoded
+    encoded = base64.b64encode(binary_body(VAD_ARRAYS, VAD_TYPES)).decode()
+    assert vad.dispatch("POST", "/v2/models/vad/infer", encoded, is_base64=True).body == reply.body
+    # a mixed request: some inputs as JSON data, some as bytes
+    mixed = json.dumps({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32",
+                                    "data": VAD_ARRAYS["input"].ravel().tolist()},
+                                   {"name": "state", "shape": [2, 1, 16], "datatype": "FP32",
+                                    "parameters": {"binary_data_size": 128}},
+                                   {"name": "sr", "shape": [], "datatype": "INT64", "data": [16000]}]}).encode()
+    assert vad.dispatch("POST", "/v2/models/vad/infer", mixed + VAD_ARRAYS["state"].tobytes()).body == reply.body
+
+
+def test_every_served_dtype_goes_in_as_bytes(files: dict[str, Path]) -> None:
+    service = serving(files["dtypes"])
+    rng = np.random.default_rng(3)
+    shapes = {"half": (3, 2), "pixels": (3, 3)}  # the others are [batch]
+    arrays = {name: rng.integers(0, 2, size=shapes.get(name, (3,))).astype(dtype)
+              for name, dtype in DTYPE_INPUTS.items()}
+    types = {name: {"float16": "FP16", "int32": "INT32", "uint8": "UINT8", "bool": "BOOL", "int8": "INT8",
+                    "float64": "FP64"}[dtype] for name, dtype in DTYPE_INPUTS.items()}
+    reply = service.dispatch("POST", "/v2/models/dtypes/infer", binary_body(arrays, types))
+    assert reply.status == 200, reply.body
+    session = ort.InferenceSession(str(files["dtypes"]), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, arrays)))
+    for output in reply.body["outputs"]:
+        want = expected[output["name"]]
+        assert output["datatype"] == types[output["name"].removesuffix("_out")]
+        np.testing.assert_array_equal(np.array(output["data"], dtype=want.dtype).reshape(output["shape"]), want)
+
+
+def _bool_input(value: int) -> bytes:
+    header = json.dumps({"inputs": [{"name": "mask", "shape": [1], "datatype": "BOOL",
+                                     "parameters": {"binary_data_size": 1}}]}).encode()
+    return header + bytes([value])
+
+
+BAD_BINARY = [
+    pytest.param(binary_body(VAD_ARRAYS, VAD_TYPES)[:-3], "inputs.sr", "binary_data_size is 8 but only 5 bytes",
+                 id="truncated"),
+    pytest.param(binary_body(VAD_ARRAYS, VAD_TYPES, tail=b"xx"), "body", "2 bytes follow the JSON header",
+                 id="extra-bytes"),
+    pytest.param(binary_body(VAD_ARRAYS, VAD_TYPES, sizes={"input": 28}), "inputs.input.parameters.binary_data_size",
+                 "is 28 bytes; shape [1, 8] of FP32 needs 32", id="size-disagrees-with-shape"),
+    pytest.param(binary_body({**VAD_ARRAYS, "input": np.array([[np.nan] * 8], np.float32)}, VAD_TYPES),
+                 "inputs.input.data", "not a finite float32", id="nan"),
+    pytest.param(binary_body({**VAD_ARRAYS, "sr": np.array(16000, np.int32)}, {**VAD_TYPES, "sr": "INT32"}),
+                 "inputs.sr.datatype", "'INT32' does not match the model's INT64", id="wrong-datatype"),
+    pytest.param(binary_body(VAD_ARRAYS, VAD_TYPES, sizes={"sr": -8}), "inputs.sr.parameters.binary_data_size",
+                 "non-negative integer", id="negative-size"),
+]
+
+
+@pytest.mark.parametrize("body, field, fragment", BAD_BINARY)
+def test_bad_binary_tensors_are_4xx_naming_the_input(vad: Service, body: bytes, field: str, fragment: str) -> None:
+    reply = vad.dispatch("POST", "/v2/models/vad/infer", body)
+    assert reply.status == 400 and reply.body["error"]["field"] == field, reply.body
+    assert fragment in reply.error_message, reply.body
+
+
+def test_bool_bytes_other_than_0_and_1_are_refused(files: dict[str, Path]) -> None:
+    service = serving(files["dtypes"])
+    body = json.loads(_bool_input(2)[:-1])  # the header alone, to add the other inputs as JSON
+    body["inputs"] += [{"name": name, "shape": [1, 2] if name == "half" else [1, 3] if name == "pixels" else [1],
+                        "datatype": {"float16": "FP16", "int32": "INT32", "uint8": "UINT8", "int8": "INT8",
+                                     "float64": "FP64"}[dtype], "data": [0] * (2 if name == "half" else
+                                                                             3 if name == "pixels" else 1)}
+                       for name, dtype in DTYPE_INPUTS.items() if dtype != "bool"]
+    reply = service.dispatch("POST", "/v2/models/dtypes/infer", json.dumps(body).encode() + bytes([2]))
+    assert reply.status == 400 and "a BOOL tensor's bytes must be 0 or 1" in reply.error_message, reply.body
+    good = service.dispatch("POST", "/v2/models/dtypes/infer", json.dumps(body).encode() + bytes([1]))
+    assert good.status == 200 and good.body["outputs"][3]["data"] == [False], good.body
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(head=oip_bodies(), sizes=st.lists(st.one_of(st.integers(-4, 300), JSON), min_size=1, max_size=4),
+       tail=st.binary(max_size=300))
+def test_no_binary_body_gets_a_5xx(vad: Service, head: Any, sizes: list[Any], tail: bytes) -> None:
+    for item, size in zip(head["inputs"], sizes):
+        item.pop("data", None)
+        item["parameters"] = {"binary_data_size": size}
+    reply = vad.dispatch("POST", "/v2/models/vad/infer", json.dumps(head).encode() + tail)
+    answer = json.loads(reply.text)
+    assert reply.status == 200 or (400 <= reply.status < 500 and answer["error"]["message"]), answer
