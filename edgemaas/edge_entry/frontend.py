@@ -364,11 +364,20 @@ class EventLoop:
             if client is None or client not in self.clients:
                 continue
             client.job = None
-            reply = self.server.batch_reply(job.result) if job.error is None else None  # type: ignore[attr-defined]
-            if reply is None:  # the batch failed or the answer does not format: the handler runs it alone
-                self._handoff(client)
-                continue
-            self._answer(client, reply.status, reply.text.encode())  # a client's Connection: close is not echoed
+            # Each answer on its own: a failure here (MemoryError formatting a large answer) must cost this client
+            # its answer from the handler, not leave the rest of the batch's clients waiting forever.
+            try:
+                reply = self.server.batch_reply(job.result) if job.error is None else None  # type: ignore
+                if reply is None:  # the batch failed or the answer does not format: the handler runs it alone
+                    self._handoff(client)
+                    continue
+                self._answer(client, reply.status, reply.text.encode())  # a client's Connection: close: not echoed
+            except MemoryError:
+                if client in self.clients and not client.out:
+                    self._handoff(client)  # the handler runs it alone: its answer, or its 503 when memory is short
+            except Exception:
+                log.exception("error answering on the event loop")
+                self._close(client)
 
     # -- writing ------------------------------------------------------------------------------------------------
 

@@ -195,3 +195,36 @@ def test_the_event_loop_answers_byte_for_byte_as_the_threads(trained: Workspace)
         assert have == want, pieces[0][:60]
     assert [r[:12] for r in got[0][:3]] == [b"HTTP/1.1 200"] * 3
     assert got[4][-1] == b"closed" and got[0][-1] == b"open"
+
+
+def test_running_out_of_memory_answering_on_the_event_loop_is_a_503_for_every_client(trained: Workspace) -> None:
+    """Formatting a batch's answers runs out of memory: every client of the batch reads a 503 JSON (the handler
+    runs each request alone, and runs short too) and the server serves on (before: the loop lost the rest of the
+    batch, whose clients waited for an answer that never came)."""
+    model_dir = trained.variant_dir("cnn", "tflite-float32")
+    bodies = [body for body in _requests(trained, "cnn") if body.startswith(b'{"inputs": [[[')][:16]
+    with serving(model_dir, batching=True) as on:
+        assert on.server.loop is not None
+        formats = on.server.batch_reply
+
+        def out_of_memory(outputs: list) -> None:
+            raise MemoryError
+
+        on.server.batch_reply = out_of_memory  # type: ignore[method-assign]
+
+        def post(body: bytes) -> tuple[int, str | None, dict]:
+            connection = http.client.HTTPConnection("127.0.0.1", on.port, timeout=10)
+            try:
+                connection.request("POST", "/predict", body=body)
+                response = connection.getresponse()
+                return response.status, response.getheader("Retry-After"), json.loads(response.read())
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            answers = list(pool.map(post, bodies))
+        on.server.batch_reply = formats  # type: ignore[method-assign]
+        assert _post(on.port, bodies[0])[0] == 200
+    assert len(answers) == 16 and {(status, retry) for status, retry, _ in answers} == {(503, "1")}
+    assert all(body["error"]["type"] == "Overloaded" and "short of memory" in body["error"]["message"]
+               for _, _, body in answers)
