@@ -87,3 +87,89 @@ def test_op_version_too_new_for_the_shipped_runtime_falls_back_to_onnx(trained: 
     with pytest.raises(UserError, match=f"does not know op {op} version 99. No onnx variant was built"):
         package_lambda(models / "tflite-int8", tmp_path / "refused", trained.cache(), "3.11", "x86_64", "zip")
     assert not (tmp_path / "refused" / "package.json").exists()
+
+
+def _with_op_named(source: Path, dest: Path, op: str, version: int) -> None:
+    """A copy of a TFLite variant whose `op` operator code claims `version`."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    shutil.copytree(source, dest)
+    manifest = read_manifest(dest)
+    model_file = dest / manifest.model.file
+    model = schema.ModelT.InitFromPackedBuf(model_file.read_bytes(), 0)
+    wanted = getattr(schema.BuiltinOperator, op)
+    (code,) = [c for c in model.operatorCodes if max(c.builtinCode, c.deprecatedBuiltinCode) == wanted]
+    code.version = version
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    model_file.write_bytes(bytes(builder.Output()))
+    manifest.model.sha256, manifest.model.size_bytes = sha256_file(model_file), model_file.stat().st_size
+    manifest.save(dest)
+
+
+def test_an_op_version_only_the_newer_runtime_knows_ships_tflite_on_al2023_and_onnx_on_al2(
+        trained: Workspace, tmp_path: Path) -> None:
+    """SOFTMAX version 4 (measured: ai-edge-litert 2.3.0 registers it, 1.4.0 does not), as a newer converter would
+    write it: the python3.12 package ships the TFLite model as it is; the python3.11 one notices at package time,
+    by running the model with ai-edge-litert 1.4.0, and ships the ONNX sibling, saying why."""
+    models = tmp_path / "build" / "cnn"
+    _with_op_named(trained.variant_dir("cnn", "tflite-int8"), models / "tflite-int8", "SOFTMAX", 4)
+    shutil.copytree(trained.variant_dir("cnn", "onnx-float32"), models / "onnx-float32")
+
+    newer = package_lambda(models / "tflite-int8", tmp_path / "py312", trained.cache(), "3.12", "x86_64", "zip")
+    assert (newer.variant, newer.fallback) == ("tflite-int8", "")
+    assert newer.load_check is not None and newer.load_check["ok"] and newer.load_check["executed"]
+
+    older = package_lambda(models / "tflite-int8", tmp_path / "py311", trained.cache(), "3.11", "x86_64", "zip")
+    assert older.variant == "onnx-float32" and older.requirements == ["numpy==1.26.4", "onnxruntime==1.16.3"]
+    assert older.fallback == ("ai-edge-litert==1.4.0 cannot load tflite-int8: it does not know op SOFTMAX version 4; "
+                              "shipping onnx-float32 instead")
+    assert older.warnings == [older.fallback]
+    assert older.load_check is not None and older.load_check["ok"] and older.load_check["backend"] == "onnxruntime"
+    assert older.glibc is not None and older.glibc["ok"] and older.glibc["target_glibc"] == "2.26"
+
+    shutil.rmtree(models / "onnx-float32")
+    with pytest.raises(UserError, match="it does not know op SOFTMAX version 4. No onnx variant was built beside it "
+                                        "to fall back to; package for Python 3.12 or later"):
+        package_lambda(models / "tflite-int8", tmp_path / "refused", trained.cache(), "3.10", "x86_64", "zip")
+    assert not (tmp_path / "refused" / "package.json").exists()
+
+
+def test_an_onnx_opset_too_new_for_onnxruntime_1_16_falls_back_to_tflite(trained: Workspace,
+                                                                         tmp_path: Path) -> None:
+    """onnxruntime 1.16.3 (Amazon Linux 2) supports ai.onnx up to opset 19; 1.32 (installed here) runs opset 20."""
+    import onnx
+
+    models = tmp_path / "build" / "cnn"
+    shutil.copytree(trained.variant_dir("cnn", "onnx-float32"), models / "onnx-float32")
+    shutil.copytree(trained.variant_dir("cnn", "tflite-int8"), models / "tflite-int8")
+    manifest = read_manifest(models / "onnx-float32")
+    model_file = models / "onnx-float32" / manifest.model.file
+    model = onnx.load(str(model_file))
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 20
+    onnx.save(model, str(model_file))
+    manifest.model.sha256, manifest.model.size_bytes = sha256_file(model_file), model_file.stat().st_size
+    manifest.save(models / "onnx-float32")
+
+    package = package_lambda(models / "onnx-float32", tmp_path / "lambda", trained.cache(), "3.11", "x86_64", "zip")
+    assert package.variant == "tflite-int8" and package.requirements == ["numpy==1.26.4", "ai-edge-litert==1.4.0"]
+    assert package.fallback == ("onnxruntime==1.16.3 cannot load onnx-float32: it does not know ai.onnx opset 20 (it "
+                                "supports up to 19); shipping tflite-int8 instead")
+    assert package.load_check is not None and package.load_check["ok"]
+
+
+def test_a_copied_workspace_packages_into_its_own_folder(trained: Workspace, tmp_path: Path) -> None:
+    """A record copied with its workspace names the original's zip: it is made again here, not reused."""
+    first = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "a" / "lambda", trained.cache(),
+                           "3.11", "x86_64", "zip")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copied = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "b" / "lambda", trained.cache(),
+                            "3.11", "x86_64", "zip")
+    assert not copied.reused and copied.zip_path == str(tmp_path / "b" / "lambda" / "function.zip")
+    assert copied.sha256 == first.sha256  # the same inputs make the same bytes
+    again = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "b" / "lambda", trained.cache(),
+                           "3.11", "x86_64", "zip")
+    assert again.reused and again.zip_path == copied.zip_path

@@ -11,6 +11,7 @@ import pytest
 
 from edgemaas.build import cost_text
 from edgemaas.packaging.awslambda.serverless import with_priced_memory
+from edgemaas.packaging.awslambda.loadcheck import op_version_problem
 from edgemaas.packaging.common.dependencies import pinned
 from edgemaas.packaging.common.glibc import check_tree, glibc_needed, is_elf, parse_version
 from edgemaas.packaging.common.matrix import LAMBDA_PYTHONS, explain_runtime, matrix, plan
@@ -87,3 +88,21 @@ def test_templates_take_the_gate_priced_memory_for_the_variant_that_ships(tmp_pa
     (tmp_path / "cnn" / "selection.json").write_text(json.dumps(selection))
     assert with_priced_memory(_record(), tmp_path)["memory_mb"] == 1769
     assert with_priced_memory(_record("tflite-float32"), tmp_path)["memory_mb"] == 512  # priced another variant
+
+
+def test_op_version_problem_reads_what_each_runtime_says() -> None:
+    """The messages as ai-edge-litert 1.4.0 and onnxruntime 1.16.3 print them (captured 2026-12-02)."""
+    litert = ("ModelLoadError: Didn't find op for builtin opcode 'SOFTMAX' version '4'. An older version of this "
+              "builtin might be supported. Are you using an old TFLite binary with a newer model?")
+    assert op_version_problem(litert) == "op SOFTMAX version 4"
+    opset = ("[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/"
+             "model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(...) ONNX Runtime "
+             "only *guarantees* support for models stamped with official released onnx opset versions. Opset 20 is "
+             "under development and support for this is limited. The operator schemas and or other functionality "
+             "may change before next ONNX release and in this case ONNX Runtime will not guarantee backward "
+             "compatibility. Current official support for domain ai.onnx is till opset 19.\n")
+    assert op_version_problem(opset) == "ai.onnx opset 20 (it supports up to 19)"
+    ir = ("Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:149 onnxruntime::Model::"
+          "Model(...) Unsupported model IR version: 10, max supported IR version: 9\n")
+    assert op_version_problem(ir) == "ONNX IR version 10 (it reads up to 9)"
+    assert op_version_problem("ValueError: input 'x' has shape [1, 3]") is None

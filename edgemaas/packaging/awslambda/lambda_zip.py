@@ -157,7 +157,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     inputs = input_hash(code, runtime_hash, layout, python_version, arch, memory_mb, timeout_s, fallback)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "package.json"
-    previous = previous_record(record_path, LambdaPackage, inputs, _intact)
+    previous = previous_record(record_path, LambdaPackage, inputs, lambda record: _intact(record, out_dir))
     if previous is not None:
         return previous
 
@@ -171,7 +171,8 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
         if fallback:
             raise UserError(f"{fallback}; and {variant_dir.name} cannot load either: "
                             f"{load.op_problem() or load.error}")
-        alternative, why = _loadable_alternative(variant_dir, manifest.model.format, load, requirements)
+        alternative, why = _loadable_alternative(variant_dir, manifest.model.format, load, requirements,
+                                                 python_version)
         return package_lambda(alternative, out_dir, cache, python_version, arch, layout if not reason else "auto",
                               layers_dir, memory_mb, timeout_s, fallback_reason=why)
     common = dict(handler=HANDLER, python_version=python_version, arch=arch, model=manifest.name,
@@ -288,9 +289,12 @@ def _unzipped(files: dict[str, Path | bytes]) -> int:
     return sum(source.stat().st_size if isinstance(source, Path) else len(source) for source in files.values())
 
 
-def _intact(package: LambdaPackage) -> bool:
-    """The recorded package's files are still there and unchanged."""
-    if package.layout in ("zip", "layer") and not file_intact(package.zip_path, package.sha256):
+def _intact(package: LambdaPackage, out_dir: Path) -> bool:
+    """The recorded package's files are still there, unchanged, and this folder's (a copied workspace's record names
+    the original's zip: reusing it would report, and deploy, another folder's file)."""
+    if package.layout in ("zip", "layer") and not (
+            file_intact(package.zip_path, package.sha256)
+            and Path(package.zip_path).resolve() == (out_dir / "function.zip").resolve()):
         return False
     if package.layer and not file_intact(package.layer["zip_path"], package.layer["sha256"]):
         return False
@@ -350,15 +354,17 @@ def _planned_alternative(variant_dir: Path, runtime_plan: RuntimePlan) -> tuple[
     return found, read_manifest(found), note
 
 
-def _loadable_alternative(variant_dir: Path, model_format: str, load: LoadCheck,
-                          requirements: list[str]) -> tuple[Path, str]:
+def _loadable_alternative(variant_dir: Path, model_format: str, load: LoadCheck, requirements: list[str],
+                          python_version: str) -> tuple[Path, str]:
     """The other format's variant when the shipped runtime release cannot load this one; refuse when none."""
     runtime = next((r for r in requirements if not r.startswith("numpy")), requirements[-1])
     problem = load.op_problem()
     reason = (f"{runtime} cannot load {variant_dir.name}" +
-              (f": it does not know op {problem}" if problem else f": {load.error}"))
+              (f": it does not know {problem}" if problem else f": {load.error}"))
     found = alternative_variant(variant_dir, _other(model_format))
     if found is None:
+        older_os = LAMBDA_OS[python_version] is not LAMBDA_OS[LAMBDA_PYTHONS[-1]]
+        newer = "package for Python 3.12 or later (a newer runtime) or " if older_os else ""
         raise UserError(f"{reason}. No {_other(model_format)} variant was built beside it to fall back to; "
-                        "package for Python 3.12 or later (newer runtime) or convert for older op versions")
+                        f"{newer}convert the model for older op versions")
     return found, f"{reason}; shipping {found.name} instead"

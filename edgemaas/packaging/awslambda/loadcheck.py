@@ -38,8 +38,12 @@ reply = Service(model).dispatch("POST", path, json.dumps(body))
 print(json.dumps({"ok": reply.status == 200, "status": reply.status, "backend": model.backend.name,
                   "numpy": numpy.__version__, "error": "" if reply.status == 200 else json.dumps(reply.body)}))
 """
-# "Didn't find op for builtin opcode 'FULLY_CONNECTED' version '99'" (TFLite) / "Opset 99 is under development" (ORT)
+# What each runtime says when a model asks for more than it knows (LiteRT; onnxruntime 1.16.3, as measured):
+# "Didn't find op for builtin opcode 'SOFTMAX' version '4'", "Opset 20 is under development [...] Current official
+# support for domain ai.onnx is till opset 19.", "Unsupported model IR version: 10, max supported IR version: 9".
 _TFLITE_OP = re.compile(r"op for builtin opcode '([^']+)' version '(\d+)'")
+_ONNX_OPSET = re.compile(r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)", re.S)
+_ONNX_IR = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 
 
 @dataclass
@@ -68,9 +72,16 @@ class LoadCheck:
 
 
 def op_version_problem(message: str) -> str | None:
-    """`FULLY_CONNECTED version 99` when a runtime refused a model for an op version it does not know, else None."""
+    """What a runtime did not know when it refused a model for an op, opset or format version newer than its own
+    (`op SOFTMAX version 4`, `ai.onnx opset 20 (it supports up to 19)`), from its error message; else None."""
     found = _TFLITE_OP.search(message)
-    return f"{found.group(1)} version {found.group(2)}" if found else None
+    if found:
+        return f"op {found.group(1)} version {found.group(2)}"
+    found = _ONNX_OPSET.search(message)
+    if found:
+        return f"{found.group(2)} opset {found.group(1)} (it supports up to {found.group(3)})"
+    found = _ONNX_IR.search(message)
+    return f"ONNX IR version {found.group(1)} (it reads up to {found.group(2)})" if found else None
 
 
 def host_python() -> str:
