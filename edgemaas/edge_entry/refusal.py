@@ -3,8 +3,9 @@
 Closing a socket with unread bytes in it resets the connection; a client still sending its body (http.client,
 requests and curl all send the whole request before reading) then gets a broken pipe instead of the 503. So a
 refused connection is answered at once, then its request (the head, then Content-Length bytes) is read and dropped
-until it is complete or `deadline_s` passes (`head_wait_s` for a client that has not sent its head), and only
-then closed. One thread does this for every refused
+until it is complete or `deadline_s` passes (`head_wait_s` for a client that has not sent its head: 2 s too by
+default, as a client on a loaded machine can take over a second between its connect and its first write, and one
+closed meanwhile reads a reset, not the 503), and only then closed. One thread does this for every refused
 connection (non-blocking sockets and a selector), at most `max_pending` at once; past that, a connection is answered
 and closed at once.
 """
@@ -44,7 +45,7 @@ class _Pending:
 
 class Refuser:
     def __init__(self, max_head_bytes: int, max_body_bytes: int, deadline_s: float = 2.0,
-                 max_pending: int = 512, head_wait_s: float = 1.0) -> None:
+                 max_pending: int = 512, head_wait_s: float = 2.0) -> None:
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
         self.deadline_s = deadline_s
