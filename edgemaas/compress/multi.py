@@ -269,8 +269,10 @@ def _outputs_job(model_dir: str, feed_path: str, order: list[str]) -> dict[str, 
     with np.load(feed_path, allow_pickle=False) as data:
         arrays = [data[name] for name in order]
     values = model.run_tensors(arrays)
-    return {"outputs": {t.name: np.asarray(v) for t, v in zip(model.tensor_outputs, values)},
-            "backend": model.backend.name}
+    # In the file's own order: output_parity matches a converted variant's outputs by position (tf2onnx keeps a
+    # TFLite subgraph's order, which its signature's order, the one callers see, may differ from).
+    in_file_order = sorted(zip(model.output_positions, model.tensor_outputs, values), key=lambda row: row[0])
+    return {"outputs": {t.name: np.asarray(v) for _, t, v in in_file_order}, "backend": model.backend.name}
 
 
 def _pass_job(variant: str, source: str, out: str, calibration: str, order: list[str], per_channel: bool,

@@ -39,8 +39,10 @@ class ServingModel:
         self._decoders = [TensorCodec(spec) for spec in backend.outputs]
         # Every model also answers in tensors (its own names, every output): on the tensor form and the OIP.
         self.tensor_inputs = [TensorInput(spec) for spec in backend.inputs]
-        self._output_order = list(getattr(backend, "output_order", range(len(backend.outputs))))
-        self.tensor_outputs = [TensorOutput(backend.outputs[i]) for i in self._output_order]
+        # tensor_outputs[k] is the backend's output output_positions[k]: callers get the model's declared order (a
+        # TFLite signature's), while code matching a converted file's outputs by position uses the file's order.
+        self.output_positions = list(getattr(backend, "output_order", range(len(backend.outputs))))
+        self.tensor_outputs = [TensorOutput(backend.outputs[i]) for i in self.output_positions]
         self.max_input_elements = int(manifest.limits.get("max_input_elements", DEFAULT_MAX_INPUT_ELEMENTS))
 
     @property
@@ -199,7 +201,7 @@ class ServingModel:
                 reason = reason[:half]  # LiteRT says it twice
             reason = reason[:300]
             raise RequestError("inputs", f"the model cannot run on these shapes ({shapes}): {reason}") from None
-        return [t.from_model(outputs[i]) for t, i in zip(self.tensor_outputs, self._output_order)]
+        return [t.from_model(outputs[i]) for t, i in zip(self.tensor_outputs, self.output_positions)]
 
     def predict_tensors(self, inputs: Any) -> dict[str, Any]:
         """The tensor form: every output by name with its shape and dtype, in the model's order."""

@@ -66,3 +66,4 @@ def test_outputs_come_in_the_signatures_order(two_heads: Path, tmp_path: Path) -
     # the subgraph's own order, which positional users of the file (phone snippets) index by, is unchanged
     subgraph = [d["index"] for d in interpreter.get_output_details()]
     assert [runner.get_output_details()[t.key]["index"] for t in model.backend.outputs] == subgraph
+    assert [model.backend.outputs[i].key for i in model.output_positions] == ["output_0", "output_1"]
