@@ -93,6 +93,9 @@ class Manifest:
     # Shapes the package-time smoke test ran ({input name: shape}): describe's examples and load checks use them for
     # the dimensions the file leaves open (else 1, which a model may not be able to run).
     example_shapes: dict[str, list[int]] = field(default_factory=dict)
+    # Values of the smoke test's small inputs ({"sr": 16000}, at most 64 values each): examples send them instead
+    # of zeros, since a model may branch on them (Silero VAD on its sample rate).
+    example_values: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":

@@ -100,14 +100,18 @@ class ServingModel:
     def examples(self, full: bool = False) -> dict[str, Any]:
         """One request per accepted form, with open dimensions as the package-time smoke test ran them (else 1).
         Unless `full`, a tensor of more than EXAMPLE_VALUES values is described in words (describe stays small)."""
-        known = self.manifest.example_shapes
+        known, values = self.manifest.example_shapes, self.manifest.example_values
         shapes = [list(known[t.name]) if t.name in known else [d if d >= 0 else 1 for d in t.shape]
                   for t in self.tensor_inputs]
         limit = None if full else EXAMPLE_VALUES
+        # Values the smoke test ran for small inputs (a sample rate), else zeros.
+        kept = {t.name: np.asarray(values[t.name], dtype=t.dtype) for t, shape in zip(self.tensor_inputs, shapes)
+                if t.name in values and list(np.shape(values[t.name])) == shape}
         examples: dict[str, Any] = {}
         if TENSORS in self.forms:
             examples["POST /predict (tensors)"] = {"inputs": {
-                t.name: _example(shape, t.dtype, True, limit) for t, shape in zip(self.tensor_inputs, shapes)}}
+                t.name: kept[t.name].tolist() if t.name in kept else _example(shape, t.dtype, True, limit)
+                for t, shape in zip(self.tensor_inputs, shapes)}}
         if BATCH in self.forms and self._inputs:
             samples = {p.field: ["turn on the lights"] if p.kind == "text" else [_example(p.shape, "float32", True, limit)]
                        for p in self._inputs}
@@ -115,7 +119,7 @@ class ServingModel:
                                                  else samples}
         examples[f"POST /v2/models/{self.name}/infer"] = {"inputs": [
             {"name": t.name, "shape": shape, "datatype": oip.DATATYPES.get(t.dtype, t.dtype.upper()),
-             "data": _example(shape, t.dtype, False, limit)}
+             "data": kept[t.name].reshape(-1).tolist() if t.name in kept else _example(shape, t.dtype, False, limit)}
             for t, shape in zip(self.tensor_inputs, shapes)]}
         return examples
 

@@ -26,6 +26,8 @@ def variant_manifest(parent: Manifest, model_path: Path, variant: str, provenanc
                     "parent_variant": parent.variant, **provenance},
         request_forms=list(parent.request_forms), signature_key=backend.signature_key,
         model_metadata=dict(parent.model_metadata),
+        # Keyed by input name: a conversion that renames inputs leaves them unused (examples fall back to 1 and 0).
+        example_shapes=dict(parent.example_shapes), example_values=dict(parent.example_values),
     )
 
 

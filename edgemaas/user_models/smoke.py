@@ -1,7 +1,8 @@
 """The package-time smoke test of a model brought by a user: one request with concrete shapes, every output run.
 
 Shapes come from `--input-shape NAME=1,3,160,256` (repeatable) or `--example-input FILE.npz` (arrays keyed by input
-name); without them every dynamic dimension is set to 1, and the result says so. The run happens in a child process
+name); without them every dynamic dimension is set to 1 (and, when 1 cannot run, each input's later dynamic
+dimensions to 16, 64, 256, 512 in turn), and the result says so. The run happens in a child process
 through the shipped runtime (a model that crashes its interpreter cannot take the CLI down with it).
 """
 
@@ -60,9 +61,19 @@ def load_example(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     return arrays
 
 
+# Sizes tried, in turn, for the dynamic dimensions after each input's first (its batch, kept at 1) when 1 cannot
+# run: an STFT needs a few samples, a recogniser a few columns, a framer a multiple of its frame.
+LADDER = (16, 64, 256, 512)
+# Inputs with at most this many values keep them in the manifest (a sample rate, a threshold): examples and the
+# shipped-runtime load check then send values the model is known to run on, not zeros.
+KEPT_VALUES = 64
+
+
 def smoke_request(manifest: Manifest, shapes: dict[str, list[int]] | None = None,
-                  example: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The tensor-form request the smoke test sends, and notes on what was assumed."""
+                  example: dict[str, np.ndarray] | None = None,
+                  open_size: int = 1) -> tuple[dict[str, Any], list[str]]:
+    """The tensor-form request the smoke test sends, and notes on what was assumed. Dynamic dimensions the caller
+    left open are 1; with `open_size`, each input's first dynamic dimension is 1 and the others `open_size`."""
     shapes, example = shapes or {}, example or {}
     _check_names(set(shapes), manifest.inputs, "--input-shape")
     rng = np.random.default_rng(0)
@@ -78,15 +89,22 @@ def smoke_request(manifest: Manifest, shapes: dict[str, list[int]] | None = None
                 shape = shapes[name]
                 _check_shape(spec, shape, f"--input-shape {name}")
             else:
-                shape = [d if d >= 0 else 1 for d in spec.shape]
+                shape = _open_shape(spec, open_size)
                 if spec.dynamic:
                     # Parentheses, not brackets: a console that reads [word ...] as markup would drop them.
+                    laddered = shape != _open_shape(spec, 1)
+                    sizes = f"to 1 (the first) and {open_size} (1 could not run)" if laddered else "to 1"
                     notes.append(f"input {name} ({', '.join(map(str, spec.shown_dims()))}): dynamic dimensions set "
-                                 f"to 1 for the smoke test, shape {shape}; give --input-shape {name}=... for real "
+                                 f"{sizes} for the smoke test, shape {shape}; give --input-shape {name}=... for real "
                                  "sizes")
             array = _filler(spec, shape, rng)
         request[name] = array.tolist()
     return {"inputs": request}, notes
+
+
+def _open_shape(spec: TensorSpec, open_size: int) -> list[int]:
+    first = next((axis for axis, d in enumerate(spec.shape) if d < 0), None)
+    return [d if d >= 0 else 1 if axis == first else open_size for axis, d in enumerate(spec.shape)]
 
 
 def run_smoke(model_dir: Path, request: dict[str, Any], notes: list[str], timeout_s: float = 120) -> SmokeResult:
@@ -96,8 +114,30 @@ def run_smoke(model_dir: Path, request: dict[str, Any], notes: list[str], timeou
     except StageFailed as exc:
         reason = str(exc).splitlines()[0].removeprefix("RequestError: ").rstrip(".")
         raise UserError(f"the package-time smoke test failed: {reason}; give concrete shapes with --input-shape "
-                        "NAME=D1,D2,... or --example-input FILE.npz") from None
+                        "NAME=D1,D2,... or a request the model runs on with --example-input FILE.npz (values "
+                        "matter too: a sample rate, a length)") from None
     return SmokeResult(outputs, inputs, notes)
+
+
+def run_smoke_open(model_dir: Path, manifest: Manifest, shapes: dict[str, list[int]] | None = None,
+                   example: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], SmokeResult]:
+    """The smoke test with every open dimension at 1, then, if that cannot run and some dimension after an input's
+    first is open, at each size of LADDER in turn. The first failure's reason is the one reported."""
+    request, notes = smoke_request(manifest, shapes, example)
+    try:
+        return request, run_smoke(model_dir, request, notes)
+    except UserError as first_failure:
+        given = set(shapes or {}) | set(example or {})
+        open_specs = [s for s in manifest.inputs if s.public_name not in given]
+        if not any(_open_shape(s, 2) != _open_shape(s, 1) for s in open_specs):
+            raise
+        for size in LADDER:
+            request, notes = smoke_request(manifest, shapes, example, open_size=size)
+            try:
+                return request, run_smoke(model_dir, request, notes)
+            except UserError:
+                continue
+        raise first_failure from None
 
 
 def _smoke_job(model_dir: str, request: dict[str, Any]) -> tuple[list[tuple[str, list[int], str]], list[Any]]:
@@ -149,9 +189,11 @@ def smoke_imported(model_dir: Path, input_shapes: dict[str, list[int]] | None = 
 
     manifest = read_manifest(model_dir)
     example = load_example(example_input, manifest) if example_input is not None else None
-    request, notes = smoke_request(manifest, input_shapes, example)
-    result = run_smoke(model_dir, request, notes)
-    # Recorded so describe's examples and later load checks use shapes this model is known to run.
+    request, result = run_smoke_open(model_dir, manifest, input_shapes, example)
+    # Recorded so describe's examples and later load checks use shapes (and, for small inputs such as a sample
+    # rate, values) this model is known to run on.
     manifest.example_shapes = {name: shape for name, shape, _ in result.inputs}
+    manifest.example_values = {name: value for name, value in request["inputs"].items()
+                               if int(np.prod(manifest.example_shapes.get(name, [KEPT_VALUES + 1]))) <= KEPT_VALUES}
     manifest.save(model_dir)
     return result.lines()

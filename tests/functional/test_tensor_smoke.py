@@ -15,14 +15,14 @@ from edgemaas.workspace import Workspace
 from tests.tensor_models import ONNX_OPSET, detector_onnx, vad_onnx
 
 
-def frames_onnx(path: Path) -> Path:
-    """[batch, samples] -> frames of 4: a length that is not a multiple of 4 (1, say) cannot run."""
+def frames_onnx(path: Path, frame: int = 4) -> Path:
+    """[batch, samples] -> frames of `frame`: a length that is not a multiple of it (1, say) cannot run."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     audio = helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])
     energy = helper.make_tensor_value_info("energy", TensorProto.FLOAT, [None])
-    shape = numpy_helper.from_array(np.array([-1, 4], np.int64), "frame_shape")
+    shape = numpy_helper.from_array(np.array([-1, frame], np.int64), "frame_shape")
     nodes = [helper.make_node("Reshape", ["audio", "frame_shape"], ["frames"]),
              helper.make_node("ReduceSumSquare", ["frames"], ["energy"], axes=[1], keepdims=0)]
     graph = helper.make_graph(nodes, "frames", [audio], [energy], [shape])
@@ -98,11 +98,19 @@ def test_package_command_smoke_tests_every_output(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     frames = frames_onnx(tmp_path / "frames.onnx")
     runner = CliRunner()
-    refused = runner.invoke(cli, ["package", str(frames), "--target", "edge"])
+    # frames of 3: neither 1 nor any size of the ladder (16, 64, 256, 512) is a multiple of 3
+    thirds = frames_onnx(tmp_path / "thirds.onnx", frame=3)
+    refused = runner.invoke(cli, ["package", str(thirds), "--target", "edge"])
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert "Error: the package-time smoke test failed: inputs: the model cannot run on these shapes (audio [1, 1])" \
         in " ".join(refused.output.split())
-    assert not list((tmp_path / "dist").glob("frames/edge/*.tar.gz"))  # nothing shipped untested
+    assert not list((tmp_path / "dist").glob("thirds/edge/*.tar.gz"))  # nothing shipped untested
+    # frames of 4: 1 cannot run, 16 can; the output says which sizes were used
+    laddered = runner.invoke(cli, ["package", str(frames), "--target", "edge"])
+    assert laddered.exit_code == 0, laddered.output
+    assert ("input audio (batch, samples): dynamic dimensions set to 1 (the first) and 16 (1 could not run) for the "
+            "smoke test, shape [1, 16]") in " ".join(laddered.output.split())
+    assert "smoke test: 1 output(s): energy [4] float32" in laddered.output
     done = runner.invoke(cli, ["package", str(frames), "--target", "edge", "--input-shape", "audio=2,400"])
     assert done.exit_code == 0, done.output
     assert "smoke test: 1 output(s): energy [200] float32" in done.output
@@ -113,3 +121,24 @@ def test_package_command_smoke_tests_every_output(tmp_path: Path, monkeypatch: p
     wrong = runner.invoke(cli, ["package", str(frames), "--target", "edge", "--input-shape", "audio=2,4,4"])
     assert wrong.exit_code == 1
     assert "Error: --input-shape audio: shape [2, 4, 4] has rank 3; the input is [batch, samples]" in wrong.output
+
+
+def test_small_example_values_are_kept_for_examples_and_load_checks(imported: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    """A model may branch on a value (Silero VAD on its sample rate): the example's small inputs are kept, so
+    describe's examples and the shipped-runtime load check (ServingModel.example_request) send them, not zeros."""
+    from edgemaas.runtime import load_model
+    from edgemaas.user_models.smoke import smoke_imported
+
+    example = tmp_path / "vad.npz"
+    np.savez(example, input=np.full((1, 96), 0.25, np.float32), state=np.zeros((2, 1, 16), np.float32),
+             sr=np.array(8000, np.int64))
+    lines = smoke_imported(imported["vad"], example_input=example)
+    assert lines == ["smoke test: 2 output(s): output [1, 1] float32, stateN [2, 1, 16] float32"]
+    manifest = read_manifest(imported["vad"])
+    assert manifest.example_shapes == {"input": [1, 96], "state": [2, 1, 16], "sr": []}
+    assert manifest.example_values == {"state": np.zeros((2, 1, 16)).tolist(), "sr": 8000}  # input: 96 values
+    path, body = load_model(imported["vad"]).example_request()
+    assert path == "/predict" and body["inputs"]["sr"] == 8000 and body["inputs"]["input"] == [[0.0] * 96]
+    oip = load_model(imported["vad"]).examples()["POST /v2/models/vad/infer"]["inputs"]
+    assert oip[2] == {"name": "sr", "shape": [], "datatype": "INT64", "data": [8000]}
