@@ -173,3 +173,27 @@ def test_a_copied_workspace_packages_into_its_own_folder(trained: Workspace, tmp
     again = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "b" / "lambda", trained.cache(),
                            "3.11", "x86_64", "zip")
     assert again.reused and again.zip_path == copied.zip_path
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.12", "3.13"])
+def test_the_target_python_runs_the_shipped_wheels_at_package_time(python: str, trained: Workspace,
+                                                                   tmp_path: Path) -> None:
+    """With an interpreter of the target's Python here (PATH, pyenv or uv), the load check runs the package's own
+    runtime files, as they unzip, with it; and the package carries that Python's bytecode."""
+    import zipfile
+
+    from edgemaas.packaging.awslambda.bytecode import target_python
+    from edgemaas.packaging.awslambda.loadcheck import host_arch
+
+    if target_python(python) is None:
+        pytest.fail(f"no Python {python} here to run the shipped wheels with: install it (pyenv install {python}, "
+                    f"or uv python install {python})")
+    arch = host_arch()
+    package = package_lambda(trained.variant_dir("cnn", "tflite-int8"), tmp_path / "lambda", trained.cache(),
+                             python, arch, "zip")
+    assert package.load_check is not None and package.load_check["ok"] and package.load_check["exact_wheels"]
+    assert package.load_check["ran_with"] == f"Python {python} {arch}: {', '.join(package.requirements)}"
+    assert package.warnings == []  # no "no Python here to precompile bytecode" either
+    tag = f"cpython-{python.replace('.', '')}.pyc"
+    with zipfile.ZipFile(package.zip_path) as archive:
+        assert any(name.startswith("numpy/") and name.endswith(tag) for name in archive.namelist())

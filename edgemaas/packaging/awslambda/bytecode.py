@@ -3,13 +3,14 @@
 Without `__pycache__`, Python compiles every module it imports on every cold start and cannot save the result:
 numpy alone costs ~120 ms of a ~220 ms init (measured by `edgemaas bench`). The `.pyc` files are *unchecked-hash*
 pycs (PEP 552): valid whatever the files' timestamps (zips carry fixed ones), and the same bytes for the same source.
-They are made by the target Python itself (the running one, or `python3.X` found on PATH) in a fresh process, so
-that the marshalled bytes do not depend on this process's state.
+They are made by the target Python itself (the running one, `python3.X` on PATH, or one pyenv or uv installed) in a
+fresh process, so that the marshalled bytes do not depend on this process's state.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,18 +36,29 @@ print(json.dumps({"cache_tag": sys.implementation.cache_tag, "compiled": done}))
 
 
 def target_python(python_version: str) -> str | None:
-    """An interpreter of the target version: this one, or python3.X on PATH; None when there is none here."""
+    """An interpreter of the target version: this one, python3.X on PATH, or one installed by pyenv or uv (found
+    even when not on PATH); None when there is none here."""
     if python_version == f"{sys.version_info.major}.{sys.version_info.minor}":
         return sys.executable
-    found = shutil.which(f"python{python_version}")
-    if found is None:
-        return None
-    try:  # a version manager's shim can exist without the version behind it
-        done = subprocess.run([found, "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return found if done.returncode == 0 and done.stdout.strip() == python_version else None
+    for found in _candidates(python_version):
+        try:  # a version manager's shim can exist without the version behind it
+            done = subprocess.run([found, "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip() == python_version:
+            return found
+    return None
+
+
+def _candidates(python_version: str) -> list[str]:
+    name = f"python{python_version}"
+    on_path = shutil.which(name)
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    uv = Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local" / "share" / "uv" / "python")
+    installed = sorted(pyenv.glob(f"{python_version}.*/bin/{name}"), reverse=True) + \
+        sorted(uv.glob(f"cpython-{python_version}.*/bin/{name}"), reverse=True)
+    return ([on_path] if on_path else []) + [str(path) for path in installed]
 
 
 def compile_bytecode(files: dict[str, Path | bytes], python: str) -> dict[str, bytes]:

@@ -166,7 +166,7 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
     except UserError as exc:
         if not op_version_problem(str(exc)):  # an op too new for the runtimes: the fallback below may serve it
             raise
-    load = check_with_runtime(variant_dir, requirements, python_version, arch, cache, shipped_deps=deps)
+    load = check_with_runtime(variant_dir, requirements, python_version, arch, cache, shipped=runtime_files)
     if not load.ok:
         if fallback:
             raise UserError(f"{fallback}; and {variant_dir.name} cannot load either: "

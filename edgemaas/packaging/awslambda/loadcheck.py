@@ -1,8 +1,9 @@
 """Package time: load the model and answer one request with the runtime release that ships, not the dev one.
 
 An older runtime may not know the op versions a newer converter wrote. The check runs in a fresh interpreter
-(`-S -s`: no site-packages) whose path holds only the shipped `edgemaas/runtime` and the wheels: the exact wheels
-when the target is this machine's Python and architecture, else the same releases built for this machine (the op
+(`-S -s`: no site-packages) whose path holds only the shipped `edgemaas/runtime` and the wheels: the package's own
+runtime files, as they unzip, run by an interpreter of the target's Python version (this one, or python3.X on PATH)
+when the target's architecture is this machine's; else the same releases built for this machine's Python (the op
 set is the release's, not the platform's). When even those have no wheel here, the result says it was not executed.
 """
 
@@ -21,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from edgemaas.errors import UserError
+from edgemaas.packaging.awslambda.bytecode import target_python
 from edgemaas.packaging.common import dependencies
 
 # The model's own example request (in full; with the smoke test's shapes), through the handler's HTTP entry point.
@@ -52,7 +54,7 @@ class LoadCheck:
 
     ok: bool
     executed: bool
-    exact_wheels: bool  # the very wheels that go into the package (this machine's Python and arch)
+    exact_wheels: bool  # the very files that go into the package, run by the target's Python version
     ran_with: str  # "Python 3.11 x86_64: ai-edge-litert==1.4.0, numpy==1.26.4"
     backend: str = ""
     error: str = ""
@@ -63,7 +65,8 @@ class LoadCheck:
     def summary(self) -> str:
         if not self.executed:
             return f"model load not executed: {self.error}"
-        how = "the shipped wheels" if self.exact_wheels else "the same runtime releases built for this machine"
+        how = "the shipped wheels" if self.exact_wheels else "the same runtime releases built for this machine, not " \
+            "the shipped wheels (no interpreter of the target's Python and architecture here)"
         result = "loaded and answered a smoke request" if self.ok else f"FAILED: {self.error}"
         return f"{result} with {how} ({self.ran_with})"
 
@@ -93,25 +96,31 @@ def host_arch() -> str:
 
 
 def check_with_runtime(variant_dir: Path, requirements: list[str], python_version: str, arch: str,
-                       cache: Path, shipped_deps: Path | None = None) -> LoadCheck:
+                       cache: Path, shipped: dict[str, Path | bytes] | None = None) -> LoadCheck:
     """Load `variant_dir` and answer its first example request with `requirements` (see the module docstring).
-    `shipped_deps`: the installed wheels of the package, used as they are when the target is this machine."""
-    exact = python_version == host_python() and arch == host_arch()
-    ran_with = f"Python {host_python()} {host_arch()}: {', '.join(requirements)}"
-    if exact and shipped_deps is not None:
-        deps = shipped_deps
-    else:
-        try:
-            deps = dependencies.install(requirements, host_python(), host_arch(), cache)
-        except UserError as exc:
-            return LoadCheck(ok=True, executed=False, exact_wheels=False, ran_with=ran_with,
-                             error=f"{', '.join(requirements)} have no wheel for this machine's Python "
-                                   f"{host_python()} {host_arch()} to try the model with ({exc})")
-    with tempfile.TemporaryDirectory(prefix="edgemaas-loadcheck-") as code:
-        _write_runtime(Path(code))
+    `shipped`: the package's runtime files (archive name -> file), run exactly as they ship when an interpreter of
+    the target Python is here (this one, or python3.X on PATH) and the target architecture is this machine's."""
+    interpreter = target_python(python_version) if arch == host_arch() and shipped is not None else None
+    exact = interpreter is not None
+    with tempfile.TemporaryDirectory(prefix="edgemaas-loadcheck-", dir=_scratch(cache)) as scratch:
+        if interpreter is not None and shipped is not None:
+            deps, ran_with = _stage(shipped, Path(scratch) / "deps"), f"Python {python_version} {arch}"
+        else:
+            interpreter, ran_with = sys.executable, f"Python {host_python()} {host_arch()}"
+            try:
+                deps = dependencies.install(requirements, host_python(), host_arch(), cache)
+            except UserError as exc:
+                return LoadCheck(ok=True, executed=False, exact_wheels=False,
+                                 ran_with=f"{ran_with}: {', '.join(requirements)}",
+                                 error=f"{', '.join(requirements)} have no wheel for this machine's Python "
+                                       f"{host_python()} {host_arch()} to try the model with ({exc})")
+        ran_with += f": {', '.join(requirements)}"
+        code = Path(scratch) / "code"
+        code.mkdir()
+        _write_runtime(code)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env["PYTHONPATH"] = os.pathsep.join([code, str(deps)])
-        done = subprocess.run([sys.executable, "-S", "-s", "-c", _PROBE, str(variant_dir)], capture_output=True,
+        env["PYTHONPATH"] = os.pathsep.join([str(code), str(deps)])
+        done = subprocess.run([interpreter, "-S", "-s", "-c", _PROBE, str(variant_dir)], capture_output=True,
                               text=True, env=env, timeout=300)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -120,6 +129,28 @@ def check_with_runtime(variant_dir: Path, requirements: list[str], python_versio
     result = json.loads(lines[-1])
     return LoadCheck(ok=result["ok"], executed=True, exact_wheels=exact, ran_with=ran_with,
                      backend=result.get("backend", ""), error=result.get("error", ""))
+
+
+def _scratch(cache: Path) -> Path:
+    """A folder beside the wheel cache: staged files are hard links there (same file system), not 90 MB copies."""
+    folder = cache / "lambda-loadcheck"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _stage(files: dict[str, Path | bytes], root: Path) -> Path:
+    """The package's runtime files laid out as they unzip (hard links; copies across file systems)."""
+    for name, source in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+            continue
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    return root
 
 
 def _write_runtime(root: Path) -> None:

@@ -92,9 +92,24 @@ def package(request: PackageRequest) -> list[str]:
     if result.layer:
         lines.append(f"  runtime layer {result.layer['zip_path']}: {human_size(result.layer['zipped_bytes'])} "
                      f"zipped, {human_size(result.layer['unzipped_bytes'])} unzipped")
+    lines += checked_lines(result)
     lines += warning_lines(result.warnings)
     if options.get("serverless_file") or options.get("sam_file"):
         lines += _write_service_files(request, result)
+    return lines
+
+
+def checked_lines(package: LambdaPackage) -> list[str]:
+    """What was proven before upload, and how: the glibc check and the model run with the shipped runtime."""
+    from edgemaas.packaging.awslambda.loadcheck import LoadCheck
+
+    lines = []
+    if package.glibc:
+        glibc = package.glibc
+        lines.append(f"glibc: its {glibc['elf_files']} ELF files need {glibc['needed']} at most; "
+                     f"{glibc['target']} has {glibc['target_glibc']}")
+    if package.load_check:
+        lines.append(f"model: {LoadCheck(**package.load_check).summary()}")
     return lines
 
 
