@@ -119,6 +119,7 @@ def runtime_table(models: list[str], runs: int, workdir: Path) -> str:
     from edgemaas.workspace import Workspace
 
     ws = Workspace(workdir)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     sets = {"Amazon Linux 2 (python3.10/3.11)": list(plan("3.11", "x86_64", "tflite").requirements),
             "Amazon Linux 2023 (python3.12/3.13)": list(plan("3.12", "x86_64", "tflite").requirements)}
     installed = {label: dependencies.install(reqs, host_python(), host_arch(), ws.cache())
@@ -157,7 +158,22 @@ def runtime_table(models: list[str], runs: int, workdir: Path) -> str:
                             f"{unzipped / 2**20:.1f} MB |")
     header = ("| model | Lambda OS | runtime (wheels) | cold start: import + load + first answer (median of "
               f"{runs}) | runtime zipped | unzipped |\n|---|---|---|---|---|---|")
-    return header + "\n" + "\n".join(rows)
+    return _when_and_where(load_before) + "\n\n" + header + "\n" + "\n".join(rows)
+
+
+def _when_and_where(load_before: str) -> str:
+    """Date, CPU, Python and the load average before and after: what a reader needs to weigh the numbers."""
+    import datetime
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu} ({os.cpu_count()} "
+            f"cores), this machine's Python {platform.python_version()} build of each release; load average "
+            f"{load_before} before, {load_after} after.")
 
 
 def _met(ok: bool) -> str:
