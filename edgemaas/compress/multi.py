@@ -214,8 +214,12 @@ def _make(ws: Workspace, root: Manifest, parent: Manifest, parent_variant: str, 
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:  # built beside it and swapped in whole: never half a variant
         out = tmp / "model.onnx"
+        # A TFLite file exported to ONNX keeps tensor names ("serving_default_a:0"); its inputs and outputs are
+        # renamed to the ones callers use on the original ("a", "output_0"), so requests work on every variant.
+        public = ([spec.public_name for spec in parent.inputs], [spec.public_name for spec in parent.outputs]) \
+            if variant == "onnx-float32" and source.suffix == ".tflite" else None
         run_isolated(_pass_job, variant, str(source), str(out), str(calibration), order,
-                     bool(compress.onnx.per_channel), int(compress.onnx.opset), exclude,
+                     bool(compress.onnx.per_channel), int(compress.onnx.opset), exclude, public,
                      timeout=compress.timeout_s, log_path=tmp / "pass.log")
         notes: dict[str, Any] = {"data": "one feed per input name (.npz)"}
         if exclude:
@@ -276,15 +280,21 @@ def _outputs_job(model_dir: str, feed_path: str, order: list[str]) -> dict[str, 
 
 
 def _pass_job(variant: str, source: str, out: str, calibration: str, order: list[str], per_channel: bool,
-              opset: int, exclude: list[str] | None = None) -> dict[str, Any]:
+              opset: int, exclude: list[str] | None = None,
+              public: tuple[list[str], list[str]] | None = None) -> dict[str, Any]:
     """ONNX export of a TFLite file, float16, dynamic int8 or static QDQ int8 whose calibration feeds every input
-    (`exclude`: nodes kept in float, onnx-qdq-mixed)."""
+    (`exclude`: nodes kept in float, onnx-qdq-mixed; `public`: the export's input and output names, by position)."""
     import onnx
 
     if variant == "onnx-float32":
         from edgemaas.compress.passes.onnx_passes import export_onnx
 
-        return export_onnx(source, "tflite", out, opset)
+        result = export_onnx(source, "tflite", out, opset)
+        if public:
+            model = onnx.load(out)
+            if rename_graph_io(model.graph, *public):
+                onnx.save(model, out)
+        return result
 
     if variant == "onnx-float16":
         try:
@@ -306,6 +316,43 @@ def _pass_job(variant: str, source: str, out: str, calibration: str, order: list
     quantize_static(source, out, _OneFeed(feed), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [])
     return {}
+
+
+def rename_graph_io(graph: Any, inputs: list[str], outputs: list[str]) -> bool:
+    """Rename a graph's inputs and outputs, by position, everywhere they are used (subgraphs included). False, and
+    the graph untouched, when the counts differ or a new name is already another tensor's."""
+    constants = {t.name for t in graph.initializer}
+    real_inputs = [v for v in graph.input if v.name not in constants]
+    if len(real_inputs) != len(inputs) or len(graph.output) != len(outputs):
+        return False
+    renames = {v.name: name for v, name in zip([*real_inputs, *graph.output], [*inputs, *outputs]) if v.name != name}
+    taken = _tensor_names(graph) - set(renames)
+    if len(set(renames.values())) != len(renames) or taken & set(renames.values()):
+        return False
+
+    def walk(g: Any) -> None:
+        for value in [*g.input, *g.output, *g.value_info]:
+            value.name = renames.get(value.name, value.name)
+        for node in g.node:
+            node.input[:] = [renames.get(n, n) for n in node.input]
+            node.output[:] = [renames.get(n, n) for n in node.output]
+            for attribute in node.attribute:
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    walk(subgraph)
+
+    walk(graph)
+    return True
+
+
+def _tensor_names(graph: Any) -> set[str]:
+    names = {t.name for t in graph.initializer} | {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for attribute in node.attribute:
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                names |= _tensor_names(subgraph)
+    return names
 
 
 def _dtype(ort_type: str) -> type:

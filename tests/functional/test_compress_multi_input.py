@@ -115,6 +115,14 @@ def test_a_dynamic_width_tflite_file_goes_through_onnx(tmp_path: Path, monkeypat
     assert rows["onnx-float32"]["metric_value"] < 1e-3  # the export itself keeps every output
     assert {rows[n]["status"] for n in ("onnx-float16", "onnx-dynamic", "onnx-qdq")} <= set(MEASURED_OR_SKIPPED)
     assert rows["tflite-int8"]["status"] == "skipped" and rows["tflite-int8"]["reason"]
+    # The ONNX variants take and give the names callers use on the original (its signature's), not tf2onnx's
+    # tensor names (serving_default_line:0): a request that works on the .tflite works on what ships.
+    from edgemaas.runtime import read_manifest
+
+    for variant in ("onnx-float32", "onnx-float16", "onnx-dynamic"):
+        manifest = read_manifest(tmp_path / "build" / "textline" / variant)
+        assert [t.public_name for t in manifest.inputs] == ["line"], variant
+        assert [t.public_name for t in manifest.outputs] == ["logits"], variant
 
 
 def _timed(card: dict) -> dict[str, dict]:
