@@ -27,7 +27,7 @@ def test_python311_package_ships_al2_wheels_and_invokes_with_them(trained: Works
     assert parse_version(package.glibc["needed"]) <= (2, 26)
     assert package.load_check == {"ok": True, "executed": True, "exact_wheels": True, "backend": "ai-edge-litert",
                                   "ran_with": "Python 3.11 x86_64: numpy==1.26.4, ai-edge-litert==1.4.0",
-                                  "error": ""}
+                                  "error": "", "failed_at": ""}
     recorded = json.loads((tmp_path / "lambda" / "package.json").read_text())
     assert recorded["glibc"] == package.glibc and recorded["load_check"] == package.load_check
     with zipfile.ZipFile(package.zip_path) as archive:

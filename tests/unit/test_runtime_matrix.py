@@ -11,7 +11,7 @@ import pytest
 
 from edgemaas.build import cost_text
 from edgemaas.packaging.awslambda.serverless import with_priced_memory
-from edgemaas.packaging.awslambda.loadcheck import op_version_problem
+from edgemaas.packaging.awslambda.loadcheck import op_version_problem, probe_result
 from edgemaas.packaging.common.dependencies import pinned
 from edgemaas.packaging.common.glibc import check_tree, glibc_needed, is_elf, parse_version
 from edgemaas.packaging.common.matrix import LAMBDA_PYTHONS, explain_runtime, matrix, plan
@@ -106,3 +106,25 @@ def test_op_version_problem_reads_what_each_runtime_says() -> None:
           "Model(...) Unsupported model IR version: 10, max supported IR version: 9\n")
     assert op_version_problem(ir) == "ONNX IR version 10 (it reads up to 9)"
     assert op_version_problem("ValueError: input 'x' has shape [1, 3]") is None
+
+
+def test_probe_result_tells_a_failed_load_from_a_failed_or_crashed_smoke_request() -> None:
+    """What the package-time probe printed, read back: only a load failure may fall back to the other format; a
+    request that failed or crashed after the load names the shapes it sent (PaddleOCR's recogniser crashes
+    onnxruntime 1.16.3 with SIGFPE at [1, 3, 1, 1])."""
+    ran = "Python 3.11 x86_64: numpy==1.26.4, onnxruntime==1.16.3"
+    loaded = '{"loaded": true, "shapes": {"x": [1, 3, 1, 1]}}\n'
+    crashed = probe_result(-8, loaded, "", True, ran)
+    assert (crashed.ok, crashed.failed_at) == (False, "request")
+    assert crashed.error == "the smoke request (x [1, 3, 1, 1]) crashed the process (killed by SIGFPE)"
+    refused = probe_result(0, loaded + '{"ok": false, "failed_at": "request", "error": "{\\"error\\": \\"bad\\"}"}\n',
+                           "", True, ran)
+    assert refused.failed_at == "request" and refused.error.startswith("the smoke request (x [1, 3, 1, 1]) failed: ")
+    load = probe_result(0, '{"ok": false, "failed_at": "load", "error": "ModelLoadError: Opset 20 is under '
+                           'development. Current official support for domain ai.onnx is till opset 19."}\n', "", False, ran)
+    assert load.failed_at == "load" and load.op_problem() == "ai.onnx opset 20 (it supports up to 19)"
+    died = probe_result(1, "", "Traceback ...\nImportError: libfoo.so: cannot open shared object file", True, ran)
+    assert died.failed_at == "load" and died.error.endswith("ImportError: libfoo.so: cannot open shared object file")
+    answered = probe_result(0, loaded + '{"ok": true, "failed_at": "", "backend": "onnxruntime", "error": ""}\n', "",
+                            True, ran)
+    assert answered.ok and answered.backend == "onnxruntime" and answered.failed_at == ""

@@ -167,6 +167,10 @@ def package_lambda(variant_dir: Path, out_dir: Path, cache: Path, python_version
         if not op_version_problem(str(exc)):  # an op too new for the runtimes: the fallback below may serve it
             raise
     load = check_with_runtime(variant_dir, requirements, python_version, arch, cache, shipped=runtime_files)
+    if not load.ok and load.failed_at == "request":  # it loads: another format would not fix the request's sizes
+        raise UserError(f"{variant_dir.name} loads with {', '.join(requirements)} (Lambda python{python_version} "
+                        f"{arch}), but {load.error}. Give the real input sizes (--input-shape NAME=D1,D2,...) or a "
+                        "real example (--example-input FILE.npz) and package again")
     if not load.ok:
         if fallback:
             raise UserError(f"{fallback}; and {variant_dir.name} cannot load either: "

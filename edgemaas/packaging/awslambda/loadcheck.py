@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from edgemaas.packaging.awslambda.bytecode import target_python
 from edgemaas.packaging.common import dependencies
 
 # The model's own example request (in full; with the smoke test's shapes), through the handler's HTTP entry point.
+# A line once the model has loaded tells a failed (or crashed: SIGFPE, SIGSEGV) request from a failed load.
 _PROBE = r"""
 import json, sys
 import numpy
@@ -34,11 +36,16 @@ from edgemaas.runtime.service import Service
 try:
     model = load_model(sys.argv[1])
 except Exception as exc:
-    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"})); sys.exit(0)
+    print(json.dumps({"ok": False, "failed_at": "load", "error": f"{type(exc).__name__}: {exc}"})); sys.exit(0)
+known = model.manifest.example_shapes
+shapes = {t.name: list(known[t.name]) if t.name in known else [d if d >= 0 else 1 for d in t.shape]
+          for t in model.tensor_inputs}
+print(json.dumps({"loaded": True, "shapes": shapes}), flush=True)
 path, body = model.example_request()
 reply = Service(model).dispatch("POST", path, json.dumps(body))
-print(json.dumps({"ok": reply.status == 200, "status": reply.status, "backend": model.backend.name,
-                  "numpy": numpy.__version__, "error": "" if reply.status == 200 else json.dumps(reply.body)}))
+print(json.dumps({"ok": reply.status == 200, "failed_at": "" if reply.status == 200 else "request",
+                  "status": reply.status, "backend": model.backend.name, "numpy": numpy.__version__,
+                  "error": "" if reply.status == 200 else json.dumps(reply.body)}))
 """
 # What each runtime says when a model asks for more than it knows (LiteRT; onnxruntime 1.16.3, as measured):
 # "Didn't find op for builtin opcode 'SOFTMAX' version '4'", "Opset 20 is under development [...] Current official
@@ -58,6 +65,7 @@ class LoadCheck:
     ran_with: str  # "Python 3.11 x86_64: ai-edge-litert==1.4.0, numpy==1.26.4"
     backend: str = ""
     error: str = ""
+    failed_at: str = ""  # "load" (the runtime refused the model) or "request" (it loaded; the smoke request failed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,13 +130,30 @@ def check_with_runtime(variant_dir: Path, requirements: list[str], python_versio
         env["PYTHONPATH"] = os.pathsep.join([str(code), str(deps)])
         done = subprocess.run([interpreter, "-S", "-s", "-c", _PROBE, str(variant_dir)], capture_output=True,
                               text=True, env=env, timeout=300)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return LoadCheck(ok=False, executed=True, exact_wheels=exact, ran_with=ran_with, error=tail)
-    result = json.loads(lines[-1])
-    return LoadCheck(ok=result["ok"], executed=True, exact_wheels=exact, ran_with=ran_with,
-                     backend=result.get("backend", ""), error=result.get("error", ""))
+    return probe_result(done.returncode, done.stdout, done.stderr, exact, ran_with)
+
+
+def probe_result(returncode: int, stdout: str, stderr: str, exact: bool, ran_with: str) -> LoadCheck:
+    """The LoadCheck the probe's output means: a load failure, a failed or crashed smoke request (with the shapes it
+    sent), or an answer."""
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    loaded = next((line for line in lines if line.get("loaded")), None)
+    shapes = ", ".join(f"{name} {shape}" for name, shape in (loaded or {}).get("shapes", {}).items())
+    final = lines[-1] if lines and "ok" in lines[-1] else None
+    if final is None:
+        how = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exit status {returncode}"
+        tail = (stderr.strip().splitlines() or [""])[-1]
+        error = f"({how})" + (f": {tail}" if tail else "")
+        if loaded is None:
+            return LoadCheck(ok=False, executed=True, exact_wheels=exact, ran_with=ran_with,
+                             error=f"the process crashed {error}", failed_at="load")
+        return LoadCheck(ok=False, executed=True, exact_wheels=exact, ran_with=ran_with, failed_at="request",
+                         error=f"the smoke request ({shapes}) crashed the process {error}")
+    error = final.get("error", "")
+    if final.get("failed_at") == "request":
+        error = f"the smoke request ({shapes}) failed: {error}"
+    return LoadCheck(ok=final["ok"], executed=True, exact_wheels=exact, ran_with=ran_with,
+                     backend=final.get("backend", ""), error=error, failed_at=final.get("failed_at", ""))
 
 
 def _scratch(cache: Path) -> Path:
