@@ -381,3 +381,31 @@ def test_a_qdq_ort_that_cannot_replay_its_saved_optimizations(trained: Workspace
     # step of the softmax output's 1/255 quantization apart.
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
+
+
+def test_a_several_output_model_returns_every_output_under_its_signature_name(tmp_path: Path) -> None:
+    """Five outputs (one a 16x16 mask) whose signature names differ from their tensor names: each snippet returns
+    every output, keyed by its signature name and decoded from the buffer of that very tensor."""
+    import subprocess
+    import sys
+
+    from edgemaas.user_models.importing import import_model
+
+    code = "import sys; from pathlib import Path; from tests.tensor_models import landmarks_tflite; " \
+           "landmarks_tflite(Path(sys.argv[1]))"  # TensorFlow in a child process
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "landmarks.tflite")], check=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[2], capture_output=True)
+    ws = Workspace(tmp_path / "ws")
+    import_model(tmp_path / "landmarks.tflite", ws)
+    sizes = {"embedding": 8, "pose": 3, "landmarks": 10, "mask": 256, "score": 1}
+    interpreter = Interpreter(model_path=str(tmp_path / "landmarks.tflite"))
+    by_index = {d["index"]: name for name, d in interpreter.get_signature_runner().get_output_details().items()}
+    position = {by_index[d["index"]]: i for i, d in enumerate(interpreter.get_output_details())}
+    for platform, pattern in (("android", r'"(\w+)" to decode(\d+)\(output\d+\)'), ("ios", r'"(\w+)": try decode(\d+)\(')):
+        package_mobile(platform, [ws.variant_dir("landmarks", "imported")], None, tmp_path / platform)
+        snippet = next((tmp_path / platform).glob("LandmarksModel.*")).read_text()
+        returned = {name: int(index) for name, index in re.findall(pattern, snippet)}
+        assert returned == position, (platform, returned)  # every output, each from its own tensor
+        metadata = json.loads((tmp_path / platform / "landmarks_metadata.json").read_text())
+        outputs = metadata["files"]["landmarks_imported.tflite"]["outputs"]
+        assert {t["key"]: int(np.prod(t["shape"])) for t in outputs} == sizes

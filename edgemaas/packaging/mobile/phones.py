@@ -449,10 +449,13 @@ def _signatures(paths: dict[str, Path]) -> dict[str, _Signature]:
 
 def _tensor(spec: dict[str, Any]) -> dict[str, Any]:
     """A tensor as an app sees it: `shape` as the interpreter allocates it (a dynamic batch becomes 1),
-    `shape_signature` with -1 where a dimension is dynamic."""
-    return {"name": spec["name"], "shape": [1 if d == -1 else d for d in spec["shape"]],
-            "shape_signature": spec["shape"], "dtype": spec["dtype"], "scale": spec["scale"],
-            "zero_point": spec["zero_point"]}
+    `shape_signature` with -1 where a dimension is dynamic, `key` its signature name when it has one."""
+    tensor = {"name": spec["name"], "shape": [1 if d == -1 else d for d in spec["shape"]],
+              "shape_signature": spec["shape"], "dtype": spec["dtype"], "scale": spec["scale"],
+              "zero_point": spec["zero_point"]}
+    if spec.get("key"):  # the TFLite signature's name ("mask"), which a several-output snippet returns it under
+        tensor["key"] = spec["key"]
+    return tensor
 
 
 def _file_entry(path: Path, role: str, source: _Source, signature: _Signature, ort_batch: int | None) -> dict:
