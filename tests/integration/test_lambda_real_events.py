@@ -31,6 +31,8 @@ from tests.conftest import REPO
 from tests.functional.test_handler import http_v2
 from tests.integration.test_bad_requests import BAD_BODIES, IMAGE, Bad
 
+pytestmark = pytest.mark.models("cnn", "nlp", "linear")  # the built-ins `trained` holds here
+
 MB = 1024 * 1024
 DEEP_LIST = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 DEEP_OBJECT = b'{"a": ' * 50_000 + b"1" + b"}" * 50_000
