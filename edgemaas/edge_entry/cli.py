@@ -12,6 +12,7 @@ A bad request prints `Error: <message>` (the message the HTTP API and the Lambda
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -24,7 +25,7 @@ from ..runtime import ModelLoadError, load_model
 from ..runtime.model import ServingModel
 from ..runtime.service import MAX_BODY_BYTES, Service
 from .batching import Batcher, batchable
-from .limits import MB, MemoryPlan, current_rss, request_bytes_needed
+from .limits import MB, MemoryPlan, current_rss, request_bytes_for, request_bytes_needed
 from .server import ServerSettings, serve
 
 DEFAULT_MEMORY_BUDGET_MB = 512  # half of a 1 GB board: the OS and the rest of the device keep the other half
@@ -71,10 +72,22 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# Below this a fitted request limit would refuse ordinary requests: the budget error is the better answer then.
+MIN_FITTED_REQUEST_BYTES = 1 * MB
+
+
+def _default_request_bytes(model: ServingModel) -> int:
+    """What the model's largest legal request needs: per sample for the batch form; for a model taking named tensors
+    (open shapes, e.g. [N, 3, H, W]) from its element limit (limits.max_input_elements)."""
+    description = model.describe()
+    if "tensors" in description.get("forms", []):
+        return request_bytes_for(model.max_request_numbers())
+    return request_bytes_needed(description)
+
+
 def _serve(args: argparse.Namespace) -> int:
     models = [_load(args.model_dir, args.threads) for _ in range(args.workers)]
-    max_request_bytes = args.max_request_bytes or request_bytes_needed(models[0].describe())
-    service = Service(models, max_body_bytes=max_request_bytes, borrow_timeout_s=args.read_timeout)
+    max_request_bytes = args.max_request_bytes or _default_request_bytes(models[0])
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
                               max_per_client=_per_client(args.max_connections, args.max_connections_per_client),
                               read_timeout_s=args.read_timeout, head_timeout_s=args.head_timeout,
@@ -83,6 +96,16 @@ def _serve(args: argparse.Namespace) -> int:
     plan = MemoryPlan(budget=args.memory_budget_mb * MB, base=current_rss(), connections=args.max_connections,
                       max_head_bytes=settings.max_head_bytes, workers=args.workers,
                       max_request_bytes=max_request_bytes)
+    if plan.problem() and not args.max_request_bytes and plan.largest_request_bytes() >= MIN_FITTED_REQUEST_BYTES:
+        # A model with open shapes may take more than a small board holds: serve what the budget holds and say so.
+        fitted = plan.largest_request_bytes()
+        logging.getLogger("edgemaas.serve").warning(
+            "requests are limited to %d bytes to fit --memory-budget-mb %d (this model's largest legal request is "
+            "%d bytes): raise --memory-budget-mb, or set --max-request-bytes", fitted, args.memory_budget_mb,
+            max_request_bytes)
+        max_request_bytes = fitted
+        plan = dataclasses.replace(plan, max_request_bytes=fitted)
+    service = Service(models, max_body_bytes=max_request_bytes, borrow_timeout_s=args.read_timeout)
     problem = plan.problem()
     if problem:
         raise CliError(problem)

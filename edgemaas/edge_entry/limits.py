@@ -1,6 +1,7 @@
 """How much memory a request may cost the edge server, worked out before it costs it (stdlib only).
 
-- `request_bytes_needed`: the largest body a legal request for this model can have (the default --max-request-bytes).
+- `request_bytes_needed`: the largest body a legal request for this model can have (the default --max-request-bytes);
+  `request_bytes_for`: the same from a count of numbers (models taking named tensors, whose shapes are open).
 - `parse_cost`: an upper bound on the memory `json.loads` takes for a body, from byte counts (no Python objects built):
   JSON inflates up to ~27x when parsed (`[{},{},...]`), so a body's size alone bounds nothing.
 - `MemoryPlan`: the server's memory formula, checked against --memory-budget-mb at startup.
@@ -49,6 +50,11 @@ def request_bytes_needed(description: dict[str, Any]) -> int:
             per_sample += count * BYTES_PER_NUMBER
     batch = int(description.get("max_batch", 256))
     return int((batch * per_sample + REQUEST_SLACK) * REQUEST_HEADROOM)
+
+
+def request_bytes_for(numbers: int) -> int:
+    """The largest legal body carrying `numbers` values (`ServingModel.max_request_numbers()`), with headroom."""
+    return int((numbers * BYTES_PER_NUMBER + REQUEST_SLACK) * REQUEST_HEADROOM)
 
 
 def parse_limit(max_request_bytes: int) -> int:
@@ -107,6 +113,12 @@ class MemoryPlan:
         """Bytes of request bodies held at once (being read, or waiting for a worker)."""
         # Twice a body per connection at most: connections being let go still hold theirs for a moment.
         return max(0, min(self.budget - self.fixed, 2 * self.connections * self.max_request_bytes))
+
+    def largest_request_bytes(self) -> int:
+        """The largest --max-request-bytes these settings can hold within the budget (0 if none)."""
+        rest = (self.budget - self.base - self.connections * self.per_connection - self.workers * PARSE_SLACK
+                - PLAN_MARGIN)
+        return max(0, rest // (self.workers * (PARSE_FACTOR + 1)))
 
     def problem(self) -> str | None:
         """Why the budget cannot hold these settings, or None."""

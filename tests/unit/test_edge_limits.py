@@ -17,7 +17,7 @@ from edgemaas.edge_entry.connections import BODY, BUSY, HEAD, IDLE, ConnectionTa
 from edgemaas.edge_entry.deadline_io import DeadlineExceeded, DeadlineReader
 from edgemaas.edge_entry.gate import Gate
 from edgemaas.edge_entry.limits import (MB, MemoryPlan, parse_cost, parse_cost_over, parse_limit,
-                                        request_bytes_needed)
+                                        request_bytes_for, request_bytes_needed)
 from edgemaas.edge_entry.refusal import Refuser, response_bytes
 from edgemaas.runtime.service import parse_body
 
@@ -79,6 +79,21 @@ def test_the_largest_legal_requests_fit_the_default_limits() -> None:
     limit = request_bytes_needed(TEXT)
     assert len(body) <= limit
     assert parse_cost(body) <= parse_limit(limit)
+
+
+def test_the_largest_legal_tensor_request_fits_its_default_limit() -> None:
+    # A model taking named tensors with open shapes: its element limit, as full-precision floats, pretty-printed,
+    # split over two inputs of any shape, plus the scalar it also takes.
+    rng = random.Random(0)
+    elements = 10_000
+    audio = [[rng.uniform(-1e-300, -1e-299) for _ in range(elements // 2)]]
+    state = [[[rng.uniform(-1e-300, -1e-299) for _ in range(elements // 4)] for _ in range(2)]]
+    body = json.dumps({"inputs": {"input": audio, "state": state, "sr": 16000}}, indent=1).encode()
+    limit = request_bytes_for(elements)
+    assert len(body) <= limit
+    assert parse_cost(body) <= parse_limit(limit)
+    # The same count through the batch form's arithmetic gives the same limit (one formula, two ways in).
+    assert request_bytes_for(256 * 64) == request_bytes_needed(CNN)
 
 
 def test_json_amplification_at_the_limit_is_over_the_parse_limit() -> None:
@@ -273,3 +288,14 @@ def test_batcher_runs_the_smallest_queued_job_first() -> None:
         assert batcher.wait(queued, 5)
     batcher.close()
     assert order == ["small", "small-later", "medium", "large-1", "large-2"]
+
+
+def test_memory_plan_largest_request_fits_the_budget_and_one_byte_more_does_not() -> None:
+    plan = MemoryPlan(budget=512 * MB, base=96 * MB, connections=128, max_head_bytes=64 * 1024, workers=2,
+                      max_request_bytes=167_854_080)  # a tensor model's element limit: 3.6 GB of plan
+    assert plan.problem() is not None
+    fitted = plan.largest_request_bytes()
+    assert 1 * MB < fitted < 167_854_080
+    assert MemoryPlan(**{**plan.__dict__, "max_request_bytes": fitted}).problem() is None
+    assert MemoryPlan(**{**plan.__dict__, "max_request_bytes": fitted + 1}).problem() is not None
+    assert MemoryPlan(**{**plan.__dict__, "budget": 64 * MB}).largest_request_bytes() == 0
