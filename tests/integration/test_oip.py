@@ -23,8 +23,6 @@ from tests.edge_helpers import served_port
 from tests.tensor_models import detector_onnx, vad_onnx
 
 REPO = Path(__file__).resolve().parents[2]
-# The edge server sizes its request limit from the batch form; tensor models state it (see REQUESTS.md).
-SERVE_LIMITS = ("--max-request-bytes", str(8 * 1024 * 1024))
 
 try:
     import tritonclient.http as triton
@@ -43,7 +41,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def serve_model(model_dir: Path, log_path: Path) -> Iterator[int]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "edgemaas.edge_entry", "--model-dir", str(model_dir),
-                                    "serve", "--port", "0", *SERVE_LIMITS], cwd=REPO, stdout=log,
+                                    "serve", "--port", "0"], cwd=REPO, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
         yield served_port(log_path, process)

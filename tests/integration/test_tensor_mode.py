@@ -32,8 +32,6 @@ from edgemaas.workspace import Workspace
 from tests.edge_helpers import served_port
 
 REPO = Path(__file__).resolve().parents[2]
-# The edge server sizes its request limit from the batch form; tensor models state it (see REQUESTS.md).
-SERVE_LIMITS = ("--max-request-bytes", str(8 * 1024 * 1024))
 SERVED = ("detector", "vad", "branchy", "landmarks", "textline", "int8", "stream")
 RNG = np.random.default_rng(11)
 
@@ -269,7 +267,7 @@ def bundle_server(bundle_tar: Path, top: str, module: str, where: Path) -> Itera
     log_path = where / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGEMAAS"))}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", "0", *SERVE_LIMITS],
+        process = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", "0"],  # default limits
                                    cwd=where / top, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         yield served_port(log_path, process)
