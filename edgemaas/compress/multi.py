@@ -289,12 +289,7 @@ def _pass_job(variant: str, source: str, out: str, calibration: str, order: list
     if variant == "onnx-float32":
         from edgemaas.compress.passes.onnx_passes import export_onnx
 
-        result = export_onnx(source, "tflite", out, opset)
-        if public:
-            model = onnx.load(out)
-            if rename_graph_io(model.graph, *public):
-                onnx.save(model, out)
-        return result
+        return export_onnx(source, "tflite", out, opset, io_names=public)
 
     if variant == "onnx-float16":
         try:
@@ -316,43 +311,6 @@ def _pass_job(variant: str, source: str, out: str, calibration: str, order: list
     quantize_static(source, out, _OneFeed(feed), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [])
     return {}
-
-
-def rename_graph_io(graph: Any, inputs: list[str], outputs: list[str]) -> bool:
-    """Rename a graph's inputs and outputs, by position, everywhere they are used (subgraphs included). False, and
-    the graph untouched, when the counts differ or a new name is already another tensor's."""
-    constants = {t.name for t in graph.initializer}
-    real_inputs = [v for v in graph.input if v.name not in constants]
-    if len(real_inputs) != len(inputs) or len(graph.output) != len(outputs):
-        return False
-    renames = {v.name: name for v, name in zip([*real_inputs, *graph.output], [*inputs, *outputs]) if v.name != name}
-    taken = _tensor_names(graph) - set(renames)
-    if len(set(renames.values())) != len(renames) or taken & set(renames.values()):
-        return False
-
-    def walk(g: Any) -> None:
-        for value in [*g.input, *g.output, *g.value_info]:
-            value.name = renames.get(value.name, value.name)
-        for node in g.node:
-            node.input[:] = [renames.get(n, n) for n in node.input]
-            node.output[:] = [renames.get(n, n) for n in node.output]
-            for attribute in node.attribute:
-                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                    walk(subgraph)
-
-    walk(graph)
-    return True
-
-
-def _tensor_names(graph: Any) -> set[str]:
-    names = {t.name for t in graph.initializer} | {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-        for attribute in node.attribute:
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                names |= _tensor_names(subgraph)
-    return names
 
 
 def _dtype(ort_type: str) -> type:

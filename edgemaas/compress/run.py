@@ -542,8 +542,11 @@ def _job_args(variant: Variant, source: Path, parent: Manifest, out: Path, data:
     if variant.trains:
         return (str(source), str(out), str(data.finetune_path), settings["task"], settings)
     if variant.job is onnx_passes.export_onnx:
-        source_format = "tflite" if parent.model.format == "tflite" else "keras"
-        return (str(source), source_format, str(out), settings["opset"], str(data.parity), 1e-3)
+        if parent.model.format != "tflite":
+            return (str(source), "keras", str(out), settings["opset"], str(data.parity), 1e-3)
+        # The ONNX file answers to the names callers use on the TFLite file (its signature's), not tf2onnx's.
+        names = ([spec.public_name for spec in parent.inputs], [spec.public_name for spec in parent.outputs])
+        return (str(source), "tflite", str(out), settings["opset"], str(data.parity), 1e-3, names)
     if variant.job is onnx_passes.quantize_static:
         return (str(source), str(out), str(data.representative), settings["method"], settings["per_channel"],
                 "qint8", "qint8", settings.get("nodes_to_exclude"))

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgemaas.compress.multi import rename_graph_io
+from edgemaas.compress.passes.onnx_passes import rename_graph_io
 
 
 def exported() -> object:

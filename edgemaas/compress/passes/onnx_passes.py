@@ -49,8 +49,12 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tenso
 # --------------------------------------------------------------------------------------------------------- export
 
 def export_onnx(source_path: str, source_format: str, out_path: str, opset: int = 17,
-                parity_inputs_path: str | None = None, parity_tolerance: float = 1e-4) -> dict:
-    """Convert a Keras (.keras/.h5) or TFLite model to ONNX with a dynamic batch; optionally check output parity."""
+                parity_inputs_path: str | None = None, parity_tolerance: float = 1e-4,
+                io_names: tuple[list[str], list[str]] | None = None) -> dict:
+    """Convert a Keras (.keras/.h5) or TFLite model to ONNX with a dynamic batch; optionally check output parity.
+
+    `io_names` (inputs, outputs, in the file's order) renames the graph's inputs and outputs: a TFLite file exported
+    to ONNX keeps tensor names ("serving_default_x:0"), callers of the original use its signature's ("x")."""
     import onnx
     import tf2onnx
 
@@ -76,6 +80,8 @@ def export_onnx(source_path: str, source_format: str, out_path: str, opset: int 
             proto, _ = tf2onnx.convert.from_tflite(source_path, opset=int(opset))
         notes["converter"] = "tf2onnx.convert.from_tflite"
     notes["warnings"] += _make_batch_dynamic(proto)
+    if io_names is not None:
+        notes["renamed_io"] = rename_graph_io(proto.graph, *io_names)
     onnx.checker.check_model(proto)
 
     with atomic_path(out_path, keep_suffix=True) as partial:
@@ -758,3 +764,40 @@ def _noise_ratio(sqnr_db: float) -> float:
     if not np.isfinite(sqnr_db):
         return 0.0 if sqnr_db > 0 else float("inf")
     return float(10 ** (-sqnr_db / 20))
+
+
+def rename_graph_io(graph: Any, inputs: list[str], outputs: list[str]) -> bool:
+    """Rename a graph's inputs and outputs, by position, everywhere they are used (subgraphs included). False, and
+    the graph untouched, when the counts differ or a new name is already another tensor's."""
+    constants = {t.name for t in graph.initializer}
+    real_inputs = [v for v in graph.input if v.name not in constants]
+    if len(real_inputs) != len(inputs) or len(graph.output) != len(outputs):
+        return False
+    renames = {v.name: name for v, name in zip([*real_inputs, *graph.output], [*inputs, *outputs]) if v.name != name}
+    taken = _tensor_names(graph) - set(renames)
+    if len(set(renames.values())) != len(renames) or taken & set(renames.values()):
+        return False
+
+    def walk(g: Any) -> None:
+        for value in [*g.input, *g.output, *g.value_info]:
+            value.name = renames.get(value.name, value.name)
+        for node in g.node:
+            node.input[:] = [renames.get(n, n) for n in node.input]
+            node.output[:] = [renames.get(n, n) for n in node.output]
+            for attribute in node.attribute:
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    walk(subgraph)
+
+    walk(graph)
+    return True
+
+
+def _tensor_names(graph: Any) -> set[str]:
+    names = {t.name for t in graph.initializer} | {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for attribute in node.attribute:
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                names |= _tensor_names(subgraph)
+    return names
