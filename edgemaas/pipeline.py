@@ -8,14 +8,13 @@ sections is recorded in each manifest), so a second `build` does only what chang
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from edgemaas.train import training
+from edgemaas import reuse
 from edgemaas.compress.records import load_selection
 from edgemaas.compress.run import compress_model, save_report
 from edgemaas.errors import StageFailed, UserError
@@ -36,8 +35,9 @@ def _quiet(_: str) -> None:
 
 
 def fingerprint(spec: Spec, *sections: str) -> str:
+    """What training depends on in a spec: the stages' one fingerprint of those sections, shortened."""
     data = {s: getattr(spec, s).model_dump(mode="json") if getattr(spec, s) is not None else None for s in sections}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return reuse.fingerprint(data)[:16]
 
 
 def spec_dirs(models_dir: Path | None = None) -> list[Path]:

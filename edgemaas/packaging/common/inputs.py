@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+from edgemaas.reuse import files_fingerprint
 from edgemaas.runtime.manifest import sha256_file
 
 SKIP_DIRS = frozenset({"__pycache__", "tests", "test"})
@@ -27,13 +27,8 @@ def tree(root: Path, prefix: str) -> Iterator[tuple[str, Path]]:
 
 
 def input_hash(files: dict[str, Path | bytes], *settings: object) -> str:
-    """A content hash of a package's inputs (names, bytes, settings)."""
-    digest = hashlib.sha256(json.dumps([str(s) for s in settings]).encode())
-    for name in sorted(files):
-        source = files[name]
-        digest.update(name.encode() + b"\0")
-        digest.update(sha256_file(source).encode() if isinstance(source, Path) else hashlib.sha256(source).digest())
-    return digest.hexdigest()[:16]
+    """A content hash of a package's inputs (names, bytes, settings): the stages' one fingerprint, shortened."""
+    return files_fingerprint(files, *[str(s) for s in settings])[:16]
 
 
 def previous_record(record_path: Path, make: Callable[..., Record], wanted_hash: str,
