@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -55,6 +56,15 @@ def test_arm64_on_amazon_linux_2_ships_onnx_with_a_message(trained: Workspace, t
 
 def _with_op_version(source: Path, dest: Path, version: int) -> str:
     """A copy of a TFLite variant whose first operator claims `version` (too new for any runtime); its op name."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = _rewrite_op_version(source, dest, lambda codes: codes[0], version)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+
+def _rewrite_op_version(source: Path, dest: Path, pick: Callable[[list], Any], version: int) -> Any:
+    """Copy a TFLite variant to `dest` with the operator code `pick` chooses claiming `version`; that code."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -62,15 +72,14 @@ def _with_op_version(source: Path, dest: Path, version: int) -> str:
     manifest = read_manifest(dest)
     model_file = dest / manifest.model.file
     model = schema.ModelT.InitFromPackedBuf(model_file.read_bytes(), 0)
-    code = model.operatorCodes[0]
+    code = pick(model.operatorCodes)
     code.version = version
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     model_file.write_bytes(bytes(builder.Output()))
     manifest.model.sha256, manifest.model.size_bytes = sha256_file(model_file), model_file.stat().st_size
     manifest.save(dest)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+    return code
 
 
 def test_op_version_too_new_for_the_shipped_runtime_falls_back_to_onnx(trained: Workspace, tmp_path: Path) -> None:
@@ -91,21 +100,11 @@ def test_op_version_too_new_for_the_shipped_runtime_falls_back_to_onnx(trained: 
 
 def _with_op_named(source: Path, dest: Path, op: str, version: int) -> None:
     """A copy of a TFLite variant whose `op` operator code claims `version`."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    shutil.copytree(source, dest)
-    manifest = read_manifest(dest)
-    model_file = dest / manifest.model.file
-    model = schema.ModelT.InitFromPackedBuf(model_file.read_bytes(), 0)
     wanted = getattr(schema.BuiltinOperator, op)
-    (code,) = [c for c in model.operatorCodes if max(c.builtinCode, c.deprecatedBuiltinCode) == wanted]
-    code.version = version
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    model_file.write_bytes(bytes(builder.Output()))
-    manifest.model.sha256, manifest.model.size_bytes = sha256_file(model_file), model_file.stat().st_size
-    manifest.save(dest)
+    _rewrite_op_version(source, dest, lambda codes: next(
+        c for c in codes if max(c.builtinCode, c.deprecatedBuiltinCode) == wanted), version)
 
 
 def test_an_op_version_only_the_newer_runtime_knows_ships_tflite_on_al2023_and_onnx_on_al2(

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -66,6 +66,25 @@ def _valid_client(port: int, count: int, seconds: float) -> list[tuple[int | str
     return results
 
 
+def _valid_client_under_attack(server: EdgeServer, attacker: Callable[[str], None],
+                               count: int) -> list[tuple[int | str, float]]:
+    """`count` attackers (from 127.0.0.2-11) running, every slot they can take taken, then 40 valid requests."""
+    threads = [threading.Thread(target=attacker, args=(ATTACKERS[i % 10],), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    results = _valid_client(server.port, 40, 5)
+    for thread in threads:
+        thread.join(15)
+    assert server.alive()
+    return results
+
+
+def _assert_served_within_a_second(results: list[tuple[int | str, float]]) -> None:
+    assert [status for status, _ in results] == [200] * 40
+    assert max(seconds for _, seconds in results) < 1.0
+
+
 def _peak_rss_mb(server: EdgeServer) -> float:
     status = Path(f"/proc/{server.process.pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
@@ -97,16 +116,8 @@ def test_slowloris_does_not_starve_a_valid_client(model_dir: Path, tmp_path: Pat
                     cut_off.append(source)  # let go by the server (a deadline or a newcomer): reconnect
                     time.sleep(0.05)
 
-        threads = [threading.Thread(target=slowloris, args=(ATTACKERS[i % 10],), daemon=True) for i in range(150)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)  # every slot taken
-        results = _valid_client(server.port, 40, 5)
-        for thread in threads:
-            thread.join(15)
-        assert server.alive()
-    assert [status for status, _ in results] == [200] * 40
-    assert max(seconds for _, seconds in results) < 1.0
+        results = _valid_client_under_attack(server, slowloris, 150)
+    _assert_served_within_a_second(results)
     assert cut_off  # the attackers were let go, not served
 
 
@@ -203,16 +214,8 @@ def test_slow_bodies_do_not_starve_a_valid_client(model_dir: Path, tmp_path: Pat
                 except OSError:
                     time.sleep(0.05)
 
-        threads = [threading.Thread(target=slow_body, args=(ATTACKERS[i % 10],), daemon=True) for i in range(150)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        results = _valid_client(server.port, 40, 5)
-        for thread in threads:
-            thread.join(15)
-        assert server.alive()
-    assert [status for status, _ in results] == [200] * 40
-    assert max(seconds for _, seconds in results) < 1.0
+        results = _valid_client_under_attack(server, slow_body, 150)
+    _assert_served_within_a_second(results)
     answered = [reply for reply in seen if reply]
     assert answered and {reply[:12] for reply in answered} <= {b"HTTP/1.1 408", b"HTTP/1.1 503"}, answered[:5]
 
@@ -237,16 +240,8 @@ def test_a_connection_flood_does_not_starve_a_valid_client(model_dir: Path, tmp_
                 except OSError:
                     time.sleep(0.05)
 
-        threads = [threading.Thread(target=silent, args=(ATTACKERS[i % 10],), daemon=True) for i in range(300)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        results = _valid_client(server.port, 40, 5)
-        for thread in threads:
-            thread.join(15)
-        assert server.alive()
-    assert [status for status, _ in results] == [200] * 40
-    assert max(seconds for _, seconds in results) < 1.0
+        results = _valid_client_under_attack(server, silent, 300)
+    _assert_served_within_a_second(results)
     assert len(opened) > 300  # the flood kept reconnecting
 
 
