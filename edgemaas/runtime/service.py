@@ -361,22 +361,13 @@ class Service:
     def _binary_parts(self, body: Any, is_base64: bool) -> tuple[bytes, bytes] | None:
         """(JSON header, tensor bytes) of a body in Triton's binary-data extension, else None. Called only after the
         body was refused as JSON for a reason other than its size, so it is within the limit."""
-        if isinstance(body, str):
-            if is_base64:
-                try:
-                    body = base64.b64decode(body, validate=True)
-                except (binascii.Error, ValueError):
-                    return None
-            else:
-                try:
-                    body = body.encode("utf-8")
-                except UnicodeEncodeError:
-                    return None
-        elif is_base64 and isinstance(body, (bytes, bytearray)):
-            try:
-                body = base64.b64decode(body, validate=True)
-            except (binascii.Error, ValueError):
-                return None
+        try:
+            if is_base64 and isinstance(body, (str, bytes, bytearray)):
+                body = base64.b64decode(body, validate=True)  # takes ASCII text or bytes
+            elif isinstance(body, str):
+                body = body.encode("utf-8")
+        except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
+            return None
         if not isinstance(body, (bytes, bytearray)) or b"binary_data_size" not in body[:1 << 20]:
             return None
         return oip.split_binary(bytes(body))
